@@ -7,7 +7,8 @@ is ``R = {c > 0}``, its centre dipole ``k`` has the largest coefficient) and
 the dipole positions. Six numbers are computed per window of data:
 
 ``MLE_mm``
-    Maximum localisation error: the distance from the dipole the method ranks
+    Localisation error (the paper's "mean localisation error", MLE, once
+    summarised over windows): the distance from the dipole the method ranks
     highest to the true centre.
 ``AUC_close``, ``AUC_far``
     Area under the ROC curve of ``y`` as a detector of region dipoles. The
@@ -326,7 +327,7 @@ def _localization_error_mm(y, center, positions):
 
 
 def localization_error_mm(y, center, positions):
-    """Maximum localisation error (MLE): peak of ``y`` to the true centre.
+    """Localisation error (the paper's MLE): peak of ``y`` to the true centre.
 
     Parameters
     ----------
