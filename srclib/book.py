@@ -25,12 +25,18 @@ import subprocess
 import sys
 import time
 
+import yaml
+
 from . import config
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-GENERATED = ROOT / "book" / "generated"
+#: What a book root needs besides the executed notebooks.
+BOOK_FILES = ("_config.yml", "_toc.yml", "book/intro.md", "book/discussion.md",
+              "book/rerunning.md", "book/bibliography.md", "book/references.bib")
 REGIONS = ("A", "B", "C", "D")
+with open(config.REPO_DATA / "regions.yaml") as _fid:
+    _REGION_TEXT = yaml.safe_load(_fid)
 
 
 @dataclass
@@ -41,6 +47,7 @@ class Page:
     source: str
     parameters: dict = field(default_factory=dict)
     reads_results: bool = False
+    title: str = None  # replaces the notebook's first heading (one template, many pages)
 
 
 PAGES = [
@@ -49,7 +56,8 @@ PAGES = [
     Page("03_network", "03_network.md"),
     Page("04_classical_solvers", "04_classical_solvers.md"),
     Page("05_metrics", "05_metrics.md"),
-    *[Page(f"06_region_{r}", "06_region.md", {"region": r}) for r in REGIONS],
+    *[Page(f"06_region_{r}", "06_region.md", {"region": r},
+           title=f"Region {r}: {_REGION_TEXT[r]['description']}") for r in REGIONS],
     Page("07_summary", "07_summary.md", reads_results=True),
 ]
 
@@ -74,7 +82,7 @@ def build_key(page, profile):
     """Hash of everything an executed page depends on."""
     parts = dict(
         source=(NOTEBOOKS / page.source).read_text(),
-        parameters=dict(page.parameters, profile=profile),
+        parameters=dict(page.parameters, profile=profile), title=page.title,
         srclib=_srclib_hash(),
         results=_results_hash(profile) if page.reads_results else None,
     )
@@ -89,8 +97,10 @@ def _stored_key(path):
         return None
 
 
-def run_page(page, profile, prepare_only=False, force=False):
+def run_page(page, profile, prepare_only=False, force=False, root=ROOT):
     """Execute one page with papermill unless its build key is unchanged.
+
+    The executed notebook is written to ``root/book/generated/<name>.ipynb``.
 
     Returns
     -------
@@ -101,16 +111,19 @@ def run_page(page, profile, prepare_only=False, force=False):
     import nbformat
     import papermill
 
-    out = GENERATED / f"{page.name}.ipynb"
+    generated = Path(root) / "book" / "generated"
+    out = generated / f"{page.name}.ipynb"
     key = build_key(page, profile)
     if not force and not prepare_only and _stored_key(out) == key:
         return "cached"
-    GENERATED.mkdir(parents=True, exist_ok=True)
+    generated.mkdir(parents=True, exist_ok=True)
     notebook = jupytext.read(NOTEBOOKS / page.source)
+    if page.title:
+        _set_title(notebook, page.title)
     notebook.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3",
                                                 "language": "python"})
-    src = GENERATED / f".{page.name}.input.ipynb"
-    tmp = GENERATED / f".{page.name}.output.ipynb"
+    src = generated / f".{page.name}.input.ipynb"
+    tmp = generated / f".{page.name}.output.ipynb"
     nbformat.write(notebook, src)
     try:
         papermill.execute_notebook(
@@ -129,12 +142,33 @@ def run_page(page, profile, prepare_only=False, force=False):
     return "prepared" if prepare_only else "executed"
 
 
-def build_html():
+def _set_title(notebook, title):
+    """Replace the first level-1 heading of a notebook."""
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown" and cell.source.startswith("# "):
+            first, _, rest = cell.source.partition("\n")
+            cell.source = f"# {title}\n{rest}"
+            return
+    raise ValueError("the notebook has no level-1 heading to retitle")
+
+
+def prepare_root(root):
+    """Copy the book's prose and configuration into another book root."""
+    import shutil
+
+    for name in BOOK_FILES:
+        dest = Path(root) / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / name, dest)
+
+
+def build_html(root=ROOT):
     """Render the book with Jupyter Book, warnings as errors, nothing executed."""
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(ROOT), "--builder", "html",
-           "-W", "--keep-going"]
+    # --all: a full rebuild, so that warnings of unchanged pages are reported too.
+    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(root), "--all",
+           "--builder", "html", "-W", "--keep-going"]
     subprocess.run(cmd, check=True)
-    return ROOT / "_build" / "html" / "index.html"
+    return Path(root) / "_build" / "html" / "index.html"
 
 
 def main(argv=None):
@@ -145,7 +179,11 @@ def main(argv=None):
     parser.add_argument("--prepare-only", action="store_true",
                         help="write parameterised, unexecuted notebooks (for Binder)")
     parser.add_argument("--no-html", action="store_true", help="skip the Jupyter Book build")
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="book root to build in (default: the repository itself)")
     args = parser.parse_args(argv)
+    if args.root.resolve() != ROOT:
+        prepare_root(args.root)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("papermill").setLevel(logging.INFO)
     pages = [p for p in PAGES if not args.only or p.name in args.only]
@@ -153,14 +191,14 @@ def main(argv=None):
     for i, page in enumerate(pages, 1):
         t0 = time.perf_counter()
         print(f"[{i}/{len(pages)}] {page.name} ...", flush=True)
-        status = run_page(page, args.profile, args.prepare_only, args.force)
+        status = run_page(page, args.profile, args.prepare_only, args.force, args.root)
         print(f"[{i}/{len(pages)}] {page.name}: {status} in {time.perf_counter() - t0:.0f} s",
               flush=True)
     if args.prepare_only or args.no_html:
         return
     t0 = time.perf_counter()
     print("[html] jupyter-book build ...", flush=True)
-    index = build_html()
+    index = build_html(args.root)
     print(f"[html] built in {time.perf_counter() - t0:.0f} s; "
           f"whole book in {time.perf_counter() - t_all:.0f} s")
     print(f"The book is at {index}")

@@ -8,7 +8,7 @@ The network maps one window of EEG (50 samples x 64 channels, 0.2 s at
 2. a linear layer embeds the 64 channels of each time step;
 3. a unidirectional LSTM reads the 50 embedded samples in order;
 4. its last hidden state passes three fully connected ReLU layers of
-   increasing width;
+   increasing width (with dropout during training);
 5. a linear layer and a sigmoid give one coefficient per dipole.
 
 Training minimises the binary cross-entropy between the sigmoid outputs and
@@ -49,20 +49,24 @@ class SourceLSTM(nn.Module):
         Widths of the fully connected ReLU layers (increasing in the paper).
     n_channels : int
         EEG channels (64).
+    dropout : float
+        Dropout probability after each fully connected ReLU layer (training only).
     """
 
     def __init__(self, n_dipoles, embed_dim=128, hidden_dim=256, fc_dims=(512, 1024, 2048),
-                 n_channels=N_CHANNELS):
+                 n_channels=N_CHANNELS, dropout=0.0):
         super().__init__()
         self.architecture = dict(
             n_dipoles=int(n_dipoles), embed_dim=int(embed_dim), hidden_dim=int(hidden_dim),
-            fc_dims=[int(d) for d in fc_dims], n_channels=int(n_channels),
+            fc_dims=[int(d) for d in fc_dims], n_channels=int(n_channels), dropout=float(dropout),
         )
         self.embed = nn.Linear(n_channels, embed_dim)
         self.lstm = nn.LSTM(embed_dim, hidden_dim, batch_first=True)
         layers, width = [], hidden_dim
         for dim in fc_dims:
             layers += [nn.Linear(width, dim), nn.ReLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
             width = dim
         self.fc = nn.Sequential(*layers)
         self.out = nn.Linear(width, n_dipoles)
@@ -274,7 +278,7 @@ def train_model(profile="paper", head=None, *, progress=True):
         X, Y, _ = load_training_set(profile, head, progress=progress)
         torch.manual_seed(params["seed"])
         model = SourceLSTM(head.n_dipoles, params["embed_dim"], params["hidden_dim"],
-                           params["fc_dims"])
+                           params["fc_dims"], dropout=params["dropout"])
         partial = config.profile_dir(profile) / f"model-{key}.partial"
         partial.mkdir(exist_ok=True)
         device = device_for_training()

@@ -925,7 +925,13 @@ def resolve_region(head, region="A", *, center_mni=None, radius_mm=None, compart
             raise ValueError(f"structure {spec['structure']!r} has no dipoles in this head model")
         point = head.positions[members].mean(0)
     else:
-        mni = np.asarray(spec.get("center_mni"), float)
+        mni = spec.get("center_mni")
+        if isinstance(mni, str):  # e.g. "[30, -20, 50]" from a papermill -p option
+            mni = yaml.safe_load(mni)
+        try:
+            mni = np.asarray(mni, float)
+        except (TypeError, ValueError):
+            mni = np.full(2, np.nan)
         if mni.shape != (3,) or not np.isfinite(mni).all():
             raise ValueError(f"center_mni must be 3 finite MNI152 coordinates (mm), got {spec.get('center_mni')!r}")
         point = mni152_to_fsaverage(mni)

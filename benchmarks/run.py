@@ -1,0 +1,221 @@
+"""Speed and memory benchmarks (``make bench``): each prints its numbers.
+
+Every benchmark runs in a fresh Python process; its wall time is measured
+inside it and its peak memory from outside, as the largest sum of resident
+memory over the process and its children (sampled every 50 ms; memory that
+forked workers share with their parent is counted once per process, so the
+figure is an upper bound).
+
+Usage::
+
+    python benchmarks/run.py [--profile paper] [--only NAME ...] [--list]
+
+Benchmarks that build artifacts (the head model, the training) do it in a
+temporary data folder, so they measure a build from nothing and leave the
+book's caches alone; the others read the profile's cached artifacts and build
+them first if needed.
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BENCHMARKS = {}
+
+
+def benchmark(name, target, fresh_data=False):
+    """Register a benchmark: ``code`` prints one JSON line of results."""
+
+    def wrap(code):
+        BENCHMARKS[name] = dict(code=textwrap.dedent(code), target=target, fresh_data=fresh_data)
+        return code
+
+    return wrap
+
+
+benchmark("headmodel_build", "<= 180 s", fresh_data=True)("""
+    import time
+    from srclib.headmodel import load_head_model
+    t0 = time.perf_counter()
+    head = load_head_model(PROFILE, progress=False)
+    out(seconds=time.perf_counter() - t0, n_dipoles=head.n_dipoles,
+        n_cortical=int(head.is_cortical.sum()), n_subcortical=int((~head.is_cortical).sum()),
+        openmeeg_s=head.provenance["inverse"]["seconds"],
+        mne_bem_s=head.provenance["simulation"]["seconds"])
+""")
+
+benchmark("headmodel_load", "<= 5 s")("""
+    import time
+    from srclib.headmodel import load_head_model
+    load_head_model(PROFILE, progress=False)  # build first if needed (not timed)
+    t0 = time.perf_counter()
+    head = load_head_model(PROFILE, progress=False)
+    head.leadfield("simulation"), head.leadfield("inverse")
+    out(seconds=time.perf_counter() - t0)
+""")
+
+benchmark("training_set", ">= 500 windows/s, <= 4 GB")("""
+    import time
+    import numpy as np
+    from srclib import config, simulation
+    from srclib.headmodel import load_head_model
+    head = load_head_model(PROFILE, progress=False)
+    p = config.get_params(PROFILE, "simulation")
+    t0 = time.perf_counter()
+    X, Y = simulation.training_set(head, p["n_train"], np.random.default_rng(0),
+                                   n_filters=p["n_filters"], progress=False)
+    seconds = time.perf_counter() - t0
+    # The cost of the scalp projection alone, for the same number of windows,
+    # if every dipole's series were projected (64 x N by N x 50 per window).
+    g = simulation.dipole_gains(head, [0, 0, 1.0]).astype(np.float32)
+    s = np.random.default_rng(1).standard_normal((head.n_dipoles, 50 * 100), np.float32)
+    t1 = time.perf_counter()
+    for _ in range(len(X) // 100):
+        g @ s
+    projection = time.perf_counter() - t1
+    c = simulation.grow_region(head, 0, 30.0)
+    rng = np.random.default_rng(2)
+    t2 = time.perf_counter()
+    for _ in range(20):
+        simulation.simulate(head, c, 0, 50, 10.0, rng)
+    literal = (time.perf_counter() - t2) / 20
+    out(windows=len(X), seconds=seconds, windows_per_s=len(X) / seconds,
+        projection_only_s=projection, literal_simulate_s_per_window=literal)
+""")
+
+benchmark("region_recording", "<= 30 s")("""
+    import time
+    from srclib.headmodel import load_head_model
+    from srclib import config, simulation
+    head = load_head_model(PROFILE, progress=False)
+    duration = config.get_params(PROFILE, "simulation")["region_duration_s"]
+    t0 = time.perf_counter()
+    eeg, c, center = simulation.region_recording(head, "D", duration_s=duration, seed=1)
+    out(seconds=time.perf_counter() - t0, samples=eeg.shape[1])
+""")
+
+benchmark("solvers", "<= 60 s, <= 6 GB")("""
+    import time
+    from srclib.headmodel import load_head_model
+    from srclib import config, simulation, solvers
+    head = load_head_model(PROFILE, progress=False)
+    duration = config.get_params(PROFILE, "simulation")["region_duration_s"]
+    eeg, c, center = simulation.region_recording(head, "B", duration_s=duration, seed=1)
+    times = {}
+    t0 = time.perf_counter()
+    for method in solvers.SOLVERS:
+        t = time.perf_counter()
+        solvers.activation_maps(head, eeg, method)
+        times[method] = round(time.perf_counter() - t, 2)
+    out(seconds=time.perf_counter() - t0, samples=eeg.shape[1], per_solver_s=times)
+""")
+
+benchmark("network_inference", "<= 5 ms per window")("""
+    import time
+    import numpy as np
+    from srclib import network
+    model = network.load_model(PROFILE)
+    x = np.random.default_rng(0).standard_normal((2048, 64, 50)).astype(np.float32)
+    network.predict(model, x[:64])
+    t0 = time.perf_counter()
+    network.predict(model, x)
+    out(ms_per_window=1000 * (time.perf_counter() - t0) / len(x),
+        parameters=model.n_parameters)
+""")
+
+benchmark("network_training", "<= 15 min", fresh_data=True)("""
+    import time
+    from srclib import network
+    from srclib.headmodel import load_head_model
+    from srclib.simulation import load_training_set
+    head = load_head_model(PROFILE, progress=False)
+    load_training_set(PROFILE, head, progress=False)
+    t0 = time.perf_counter()
+    model = network.train_model(PROFILE, head, progress=False)
+    tr = model.card["training"]
+    out(seconds=time.perf_counter() - t0, epochs=tr["epochs"], best_epoch=tr["best_epoch"],
+        seconds_per_epoch=tr["seconds"] / tr["epochs"], best_val_loss=tr["best_val_loss"],
+        device=model.card["hardware"]["device"])
+""")
+
+_PRELUDE = """
+import json, sys
+PROFILE = sys.argv[1]
+def out(**kw):
+    print("BENCH " + json.dumps(kw), flush=True)
+"""
+
+
+def run(name, profile):
+    """Run one benchmark in a fresh process; return its results and peak memory."""
+    spec = BENCHMARKS[name]
+    env = dict(os.environ)
+    tmp = None
+    if spec["fresh_data"]:
+        tmp = tempfile.TemporaryDirectory(prefix="bench-")
+        env["SRCLIB_DATA_DIR"] = tmp.name
+        if name == "network_training":  # train from scratch on the cached inputs
+            dest = Path(tmp.name) / profile
+            dest.mkdir(parents=True)
+            for part in ("headmodel", "training"):
+                if (ROOT / "data" / profile / part).exists():
+                    os.symlink(ROOT / "data" / profile / part, dest / part)
+    proc = subprocess.Popen([sys.executable, "-c", _PRELUDE + spec["code"], profile],
+                            stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    peak = 0
+    ps = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            procs = [ps] + ps.children(recursive=True)
+            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    stdout = proc.stdout.read()
+    if tmp is not None:
+        tmp.cleanup()
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("BENCH ")]
+    if proc.returncode != 0 or not lines:
+        return dict(error=f"exit code {proc.returncode}")
+    result = json.loads(lines[-1][6:])
+    result["peak_memory_gb"] = peak / 1e9
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="srclib benchmarks")
+    parser.add_argument("--profile", default="paper")
+    parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--skip", nargs="*", default=[])
+    parser.add_argument("--list", action="store_true")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, spec in BENCHMARKS.items():
+            print(f"{name:20s} target {spec['target']}")
+        return
+    names = args.only or [n for n in BENCHMARKS if n not in args.skip]
+    unknown = set(names) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark(s) {sorted(unknown)}; known: {list(BENCHMARKS)}")
+    print(f"profile {args.profile}, {os.cpu_count()} CPU(s)")
+    for name in names:
+        print(f"\n== {name} (target {BENCHMARKS[name]['target']})", flush=True)
+        result = run(name, args.profile)
+        for key, value in result.items():
+            if isinstance(value, float):
+                value = f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+            print(f"   {key:32s} {value}")
+
+
+if __name__ == "__main__":
+    main()

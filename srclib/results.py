@@ -1,0 +1,212 @@
+"""Results for one test region (paper section III, Tables I-IV and Figures 1-2).
+
+:func:`run_region` simulates the region's 2-minute recording, cuts it into
+50-sample windows, asks every method for one activation map per window (the
+LSTM, the nine classical solvers, and the Random and Perfect references),
+scores every window with the six metrics, and writes
+
+* ``data/<profile>/results/region_<X>_windows.csv``: one row per method and
+  window;
+* ``data/<profile>/results/region_<X>.csv``: the medians over windows, one row
+  per method (the paper's table layout);
+* ``data/<profile>/results/region_<X>_maps.npz``: for each method the map of
+  its median-error window (what the reconstruction figure shows), with the
+  truth.
+
+A rerun with the same parameters, head model and network reads these files
+instead of recomputing them (the key is stored in ``region_<X>.json``).
+"""
+
+import json
+import time
+import zlib
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from . import cache, config, metrics, simulation, solvers
+
+#: Every row of a region table, in the paper's order.
+METHODS = ("Random", "Perfect", "LSTM") + solvers.SOLVERS
+
+_CACHE_VERSION = 1
+
+
+def default_seed(region):
+    """A fixed seed per region name, so that regions get independent recordings."""
+    return zlib.crc32(str(region).encode()) % (2**31)
+
+
+def region_parameters(profile, region="A", *, center_mni=None, radius_mm=None,
+                      compartment=None, snr_db=None, seed=None, duration_s=None):
+    """Complete a region run's parameters from the profile's defaults."""
+    sim_params = config.get_params(profile, "simulation")
+    return dict(
+        profile=profile, region=region, center_mni=center_mni, radius_mm=radius_mm,
+        compartment=compartment,
+        snr_db=float(sim_params["region_snr_db"] if snr_db is None else snr_db),
+        seed=int(default_seed(region) if seed is None else seed),
+        duration_s=float(sim_params["region_duration_s"] if duration_s is None else duration_s),
+        order=sim_params["ar_order"],
+    )
+
+
+def windows_of(eeg, window=config.WINDOW):
+    """Cut (64, T) EEG into (T // window, 64, window) non-overlapping windows."""
+    n = eeg.shape[1] // window
+    return eeg[:, : n * window].reshape(eeg.shape[0], n, window).transpose(1, 0, 2)
+
+
+def method_maps(head, model, eeg, c, method, rng):
+    """Activation maps (n_windows, N) of one method on a recording."""
+    n_windows = eeg.shape[1] // config.WINDOW
+    if method == "Random":
+        return metrics.random_prediction(n_windows, head.n_dipoles, rng)
+    if method == "Perfect":
+        return metrics.perfect_prediction(c, n_windows)
+    if method == "LSTM":
+        from .network import predict
+
+        return predict(model, windows_of(eeg))
+    return solvers.activation_maps(head, eeg, method)
+
+
+def evaluate_recording(head, model, eeg, c, center, *, methods=METHODS, seed=0, progress=True):
+    """Score every method on every window of a recording.
+
+    Returns
+    -------
+    per_window : pandas.DataFrame
+        Columns ``method``, ``window`` and the six metrics.
+    examples : dict
+        For each method, the map of its median-MLE window and that window's index.
+    seconds : dict
+        Time each method took to produce its maps.
+    """
+    rng = np.random.default_rng(seed)
+    rows, examples, seconds = [], {}, {}
+    for method in tqdm(methods, desc="methods", disable=not progress):
+        t0 = time.perf_counter()
+        maps = method_maps(head, model, eeg, c, method, rng)
+        seconds[method] = time.perf_counter() - t0
+        table = metrics.evaluate_windows(maps, c, center, head.positions)
+        table.insert(0, "window", np.arange(len(table)))
+        table.insert(0, "method", method)
+        rows.append(table)
+        order = np.argsort(table["MLE_mm"].to_numpy(), kind="stable")
+        median_window = int(order[len(order) // 2])
+        examples[method] = dict(window=median_window, map=maps[median_window].astype(np.float32))
+    return pd.concat(rows, ignore_index=True), examples, seconds
+
+
+def run_region(profile="paper", region="A", *, head=None, model=None, progress=True, **kwargs):
+    """Tables and maps of one region, computed once and cached.
+
+    Parameters
+    ----------
+    profile : ``"paper"`` | ``"quick"``
+    region : str
+        ``"A"``-``"D"`` or a custom name (then pass ``center_mni``,
+        ``radius_mm`` and ``compartment``).
+    head, model : optional
+        Already loaded head model and network.
+    progress : bool
+    **kwargs
+        ``center_mni``, ``radius_mm``, ``compartment``, ``snr_db``, ``seed``,
+        ``duration_s`` (see :func:`region_parameters`).
+
+    Returns
+    -------
+    result : dict
+        ``spec`` (the resolved region), ``params``, ``table`` (medians),
+        ``per_window``, ``examples`` (maps), ``c``, ``seconds``.
+    """
+    from .headmodel import load_head_model
+    from .network import load_model, model_key
+
+    params = region_parameters(profile, region, **kwargs)
+    head = head if head is not None else load_head_model(profile, progress=progress)
+    spec = simulation.resolve_region(head, region, center_mni=params["center_mni"],
+                                     radius_mm=params["radius_mm"],
+                                     compartment=params["compartment"])
+    model = model if model is not None else load_model(profile, head=head, progress=progress)
+    folder = config.profile_dir(profile) / "results"
+    name = f"region_{region}"
+    key = cache.params_key(dict(params=params, spec=spec, head=head.provenance["key"],
+                                model=model_key(profile, head), version=_CACHE_VERSION))
+    if _stored_key(folder / f"{name}.json") != key:
+        t0 = time.perf_counter()
+        eeg, c, center = simulation.region_recording(
+            head, region, params["duration_s"], params["snr_db"], params["seed"],
+            order=params["order"], center_mni=params["center_mni"],
+            radius_mm=params["radius_mm"], compartment=params["compartment"],
+        )
+        per_window, examples, seconds = evaluate_recording(
+            head, model, eeg, c, center, seed=params["seed"], progress=progress)
+        table = metrics.summarize(per_window)
+        _save(folder, name, key, params, spec, per_window, table, examples, c, seconds,
+              time.perf_counter() - t0)
+    return load_region(profile, region)
+
+
+def _stored_key(path):
+    try:
+        with open(path) as fid:
+            return json.load(fid).get("key")
+    except (OSError, ValueError):
+        return None
+
+
+def _save(folder, name, key, params, spec, per_window, table, examples, c, seconds, total):
+    folder.mkdir(parents=True, exist_ok=True)
+    cache.atomic_save(folder / f"{name}_windows.csv",
+                      lambda p: per_window.to_csv(p, index=False, float_format="%.6g"))
+    cache.atomic_save(folder / f"{name}.csv",
+                      lambda p: table.to_csv(p, index_label="method", float_format="%.6g"))
+    cache.atomic_save(folder / f"{name}_maps.npz", lambda p: np.savez_compressed(
+        p, c=c.astype(np.float32), methods=np.array(list(examples)),
+        windows=np.array([e["window"] for e in examples.values()]),
+        maps=np.stack([e["map"] for e in examples.values()])))
+    # Written last: the marker that the three files above belong together.
+    cache.atomic_write_json(folder / f"{name}.json", dict(
+        key=key, params=params, spec=spec, seconds=dict(seconds, total=total),
+        n_windows=int(per_window["window"].max() + 1)))
+
+
+def load_region(profile, region):
+    """Read a region's stored results (see :func:`run_region`)."""
+    folder = config.profile_dir(profile) / "results"
+    name = f"region_{region}"
+    with open(folder / f"{name}.json") as fid:
+        meta = json.load(fid)
+    with np.load(folder / f"{name}_maps.npz") as f:
+        examples = {str(m): dict(window=int(w), map=f["maps"][i])
+                    for i, (m, w) in enumerate(zip(f["methods"], f["windows"]))}
+        c = f["c"].astype(float)
+    return dict(
+        spec=meta["spec"], params=meta["params"], seconds=meta["seconds"],
+        n_windows=meta["n_windows"], c=c, examples=examples,
+        table=pd.read_csv(folder / f"{name}.csv", index_col="method"),
+        per_window=pd.read_csv(folder / f"{name}_windows.csv"),
+    )
+
+
+def paper_table(region):
+    """The paper's published table for a region (``data/paper_tables.csv``)."""
+    table = pd.read_csv(config.REPO_DATA / "paper_tables.csv")
+    if region not in set(table["region"]):
+        raise ValueError(f"the paper reports regions {sorted(set(table['region']))}, not {region!r}")
+    return table[table["region"] == region].drop(columns="region").set_index("method")
+
+
+def format_table(table):
+    """A region table formatted as in the paper (mm as integers, scores to 3 decimals)."""
+    out = pd.DataFrame(index=table.index)
+    for col in metrics.METRICS:
+        if col.endswith("_mm"):
+            out[col.replace("_mm", " (mm)")] = table[col].map(lambda v: f"{v:.0f}")
+        else:
+            out[col] = table[col].map(lambda v: f"{v:.3f}")
+    out.index.name = "Method"
+    return out
