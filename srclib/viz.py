@@ -21,8 +21,8 @@ def _glass(figure, axes, title=None, display_mode="lzr"):
 
 
 def glass_brain_map(head, values, *, truth=None, figure=None, axes=None, title=None,
-                    threshold=0.2, cmap="hot_r", display_mode="lzr", marker_size=6):
-    """Activation map on a glass brain; the true region, if given, as blue dots.
+                    threshold=0.5, cmap="hot_r", display_mode="lzr", marker_size=6):
+    """Activation map on a glass brain; the true region, if given, as blue dots on top.
 
     Parameters
     ----------
@@ -46,19 +46,19 @@ def glass_brain_map(head, values, *, truth=None, figure=None, axes=None, title=N
     """
     display = _glass(figure, axes, title, display_mode)
     mni = fsaverage_to_mni152(head.positions)
-    if truth is not None:
-        region = np.flatnonzero(truth > 0)
-        display.add_markers(mni[region], marker_color="tab:blue", marker_size=1.5)
     values = np.asarray(values, float)
     vmax = values.max() if values.max() > 0 else 1.0
     shown = np.flatnonzero(values >= threshold * vmax)
     shown = shown[np.argsort(values[shown])]  # strongest drawn last, on top
     colors = plt.get_cmap(cmap)(values[shown] / vmax)
     display.add_markers(mni[shown], marker_color=colors, marker_size=marker_size)
+    if truth is not None:
+        region = np.flatnonzero(truth > 0)
+        display.add_markers(mni[region], marker_color="tab:blue", marker_size=1.2, alpha=0.8)
     return display
 
 
-def reconstruction_figure(head, maps, truth, *, titles=None, threshold=0.2):
+def reconstruction_figure(head, maps, truth, *, titles=None, threshold=0.5):
     """Rows of glass brains, one per method, with the true region as blue dots.
 
     Parameters
@@ -80,8 +80,8 @@ def reconstruction_figure(head, maps, truth, *, titles=None, threshold=0.2):
         glass_brain_map(head, values, truth=truth, figure=fig, axes=ax, title=title,
                         threshold=threshold)
     cax = fig.add_axes([0.93, 0.15, 0.015, 0.7])
-    fig.colorbar(plt.cm.ScalarMappable(cmap="hot_r", norm=plt.Normalize(0, 1)), cax=cax,
-                 label="activation (fraction of the map's maximum)")
+    fig.colorbar(plt.cm.ScalarMappable(cmap="hot_r", norm=plt.Normalize(threshold, 1)),
+                 cax=cax, label="activation (fraction of the map's maximum)")
     return fig
 
 
