@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+import shutil
 import subprocess
 import sys
 import time
@@ -154,8 +155,6 @@ def _set_title(notebook, title):
 
 def prepare_root(root):
     """Copy the book's prose and configuration into another book root."""
-    import shutil
-
     for name in BOOK_FILES:
         dest = Path(root) / name
         dest.parent.mkdir(parents=True, exist_ok=True)

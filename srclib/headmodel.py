@@ -26,9 +26,13 @@ All coordinates handled by this module are fsaverage MRI coordinates
 
 from dataclasses import dataclass, field
 import importlib.metadata
+import json
 import os
 from pathlib import Path
 import platform
+import shutil
+import subprocess
+import sys
 import time
 
 import mne
@@ -383,7 +387,11 @@ def nesting_margins(surfaces):
 
 
 def points_inside(surface, points):
-    """True for each point inside a closed surface (solid-angle test, via MNE)."""
+    """True for each point inside a closed surface (solid-angle test, via MNE).
+
+    MNE has no public point-in-surface test; its internal ``_CheckInside``
+    (the one its forward modelling uses) is called with the pinned MNE version.
+    """
     from mne.surface import _CheckInside
 
     surf = dict(surface)
@@ -468,32 +476,32 @@ def forward_operator(subjects_dir, src, grade, conductivity, solver):
     -------
     fwd : mne.Forward
         Free orientation at every dipole, head coordinates.
+    model : list of dict
+        The BEM surfaces with their conductivities.
     """
     model = mne.make_bem_model(
         "fsaverage", ico=grade, conductivity=tuple(conductivity), subjects_dir=subjects_dir,
         verbose="error",
     )
     bem = mne.make_bem_solution(model, solver=solver, verbose="error")
-    return mne.make_forward_solution(
+    fwd = mne.make_forward_solution(
         eeg_info(), head_mri_trans(), src, bem, eeg=True, meg=False, mindist=0.0, verbose="error"
     )
+    return fwd, model
 
 
-def _forward_to_file(subjects_dir, src_file, grade, conductivity, solver, out_file):
-    """Compute a forward operator and save it (runs in a worker process)."""
+def _forward_to_file(subjects_dir, src_file, grade, conductivity, solver, out_file, bem_file):
+    """Compute a forward operator, save it and its BEM surfaces (may run in a worker)."""
     t0 = time.perf_counter()
     src = mne.read_source_spaces(src_file, verbose="error")
-    fwd = forward_operator(subjects_dir, src, grade, conductivity, solver)
+    fwd, model = forward_operator(subjects_dir, src, grade, conductivity, solver)
     mne.write_forward_solution(out_file, fwd, overwrite=True, verbose="error")
+    mne.write_bem_surfaces(bem_file, model, overwrite=True, verbose="error")
     return time.perf_counter() - t0
 
 
 def _start_forward_worker(*args):
     """Run :func:`_forward_to_file` in a fresh Python process (returns the Popen)."""
-    import json
-    import subprocess
-    import sys
-
     code = (
         "import json, sys; from srclib.headmodel import _forward_to_file; "
         "print(_forward_to_file(*json.loads(sys.argv[1])))"
@@ -556,11 +564,13 @@ def build_head_model(folder, params, progress=True):
     worker = _start_forward_worker(
         subjects_dir, folder / "mixed-src.fif", params["bem_ico_inverse"],
         params["conductivity_inverse"], "openmeeg", folder / "inverse-fwd.fif",
+        folder / "inverse-bem.fif",
     )
     try:
         t_sim = _forward_to_file(
             subjects_dir, folder / "mixed-src.fif", params["bem_ico_simulation"],
             params["conductivity_simulation"], "mne", folder / "simulation-fwd.fif",
+            folder / "simulation-bem.fif",
         )
         out, err = worker.communicate()
     finally:
@@ -569,17 +579,7 @@ def build_head_model(folder, params, progress=True):
     if worker.returncode != 0:
         raise RuntimeError(f"the OpenMEEG forward computation failed:\n{err}")
     t_inv = float(out.strip().splitlines()[-1])
-    for which in ("inverse", "simulation"):
-        g = params[f"bem_ico_{which}"]
-        mne.write_bem_surfaces(
-            folder / f"{which}-bem.fif",
-            mne.make_bem_model("fsaverage", ico=g, conductivity=params[f"conductivity_{which}"],
-                               subjects_dir=subjects_dir, verbose="error"),
-            overwrite=True, verbose="error",
-        )
     _write_dipole_table(folder / "dipoles.csv", rr, structure)
-    import shutil
-
     shutil.rmtree(subjects_dir)
     counts = {s: int((structure == s).sum()) for s in np.unique(structure)}
     n_tris = {w: 20 * 4 ** params[f"bem_ico_{w}"] for w in ("inverse", "simulation")}

@@ -21,8 +21,10 @@ interrupted training resumes where it stopped.
 import json
 import os
 import platform
+import shutil
 import time
 
+import mne
 import numpy as np
 import torch
 from torch import nn
@@ -303,8 +305,6 @@ def train_model(profile="paper", head=None, *, progress=True):
         with cache.ArtifactFolder(folder, key, dict(card=card)) as art:
             torch.save(_cpu_state(model), art.tmp / "model.pt")
             cache.atomic_write_json(art.tmp / "model_card.json", card)
-        import shutil
-
         shutil.rmtree(partial, ignore_errors=True)
         if progress:
             print(f"network: trained in {card['training']['seconds']} s -> {folder}")
@@ -370,8 +370,6 @@ def predict(model, windows, *, batch_size=512):
     stc : mne.MixedSourceEstimate
         For an MNE input: one time point per window (``tstep`` = 0.2 s).
     """
-    import mne
-
     if isinstance(windows, (mne.io.BaseRaw, mne.BaseEpochs, mne.Evoked)):
         return _predict_mne(model, windows, batch_size)
     x = torch.as_tensor(_check_windows(windows))
@@ -392,8 +390,6 @@ def windows_from_mne(inst, ch_names):
     tmin : float
         Time of the first window's first sample.
     """
-    import mne
-
     missing = [ch for ch in ch_names if ch not in inst.ch_names]
     if missing:
         raise ValueError(f"the data lack {len(missing)} montage channel(s): {missing}")
@@ -416,8 +412,6 @@ def windows_from_mne(inst, ch_names):
 
 
 def _predict_mne(model, inst, batch_size):
-    import mne
-
     from .headmodel import channel_names
 
     if model.vertices is None:

@@ -135,7 +135,8 @@ def run_region(profile="paper", region="A", *, head=None, model=None, progress=T
     name = f"region_{region}"
     key = cache.params_key(dict(params=params, spec=spec, head=head.provenance["key"],
                                 model=model_key(profile, head), version=_CACHE_VERSION))
-    if _stored_key(folder / f"{name}.json") != key:
+    products = [folder / f"{name}{suffix}" for suffix in (".csv", "_windows.csv", "_maps.npz")]
+    if _stored_key(folder / f"{name}.json") != key or not all(p.exists() for p in products):
         t0 = time.perf_counter()
         eeg, c, center = simulation.region_recording(
             head, region, params["duration_s"], params["snr_db"], params["seed"],

@@ -21,6 +21,9 @@ the 9751 background series of every window (see :func:`sensor_background`),
 which is what makes 10,000 simulations take seconds rather than minutes.
 """
 
+from concurrent.futures import ProcessPoolExecutor
+import multiprocessing
+import os
 from pathlib import Path
 import time
 
@@ -759,9 +762,6 @@ class _worker_pool:
     """
 
     def __init__(self, n_jobs):
-        import multiprocessing
-        import os
-
         if n_jobs is None:
             n_jobs = min(os.cpu_count() or 1, 8)
         if n_jobs < 1:
@@ -774,9 +774,6 @@ class _worker_pool:
     def __enter__(self):
         if self.n_jobs == 1:
             return map
-        from concurrent.futures import ProcessPoolExecutor
-        import multiprocessing
-
         self.pool = ProcessPoolExecutor(
             self.n_jobs, mp_context=multiprocessing.get_context("fork"),
             initializer=_single_blas_thread,

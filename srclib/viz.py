@@ -4,6 +4,8 @@ Brain maps are drawn on nilearn's glass brain in MNI152 space: every dipole
 is a marker at its position, which shows cortical and deep sources alike.
 """
 
+import io
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -172,8 +174,6 @@ def glue_figure(name, fig, dpi=110):
     The PNG is rendered here rather than by the notebook's display hooks, so the
     page shows it whatever matplotlib backend the kernel runs with.
     """
-    import io
-
     from IPython.display import Image
     from myst_nb import glue
 
