@@ -9,8 +9,8 @@
    into ``_build/html`` with warnings as errors, executing nothing.
 
 A page is not re-executed when its executed notebook carries the same build
-key: the hash of the notebook's source, its parameters, srclib's source code
-and the results it reads. Heavy intermediate results (head model, training
+key (the hash of the notebook's source, its parameters, srclib's source code
+and the results it reads) and the files it wrote are still as it left them. Heavy intermediate results (head model, training
 set, network, region results) are cached separately by srclib, so even a
 re-executed notebook reuses them.
 """
@@ -49,6 +49,7 @@ class Page:
     parameters: dict = field(default_factory=dict)
     reads_results: bool = False
     title: str = None  # replaces the notebook's first heading (one template, many pages)
+    products: tuple = ()  # files it writes under data/<profile>/, checked before skipping it
 
 
 PAGES = [
@@ -58,7 +59,9 @@ PAGES = [
     Page("04_classical_solvers", "04_classical_solvers.md"),
     Page("05_metrics", "05_metrics.md"),
     *[Page(f"06_region_{r}", "06_region.md", {"region": r},
-           title=f"Region {r}: {_REGION_TEXT[r]['description']}") for r in REGIONS],
+           title=f"Region {r}: {_REGION_TEXT[r]['description']}",
+           products=(f"results/region_{r}.csv", f"results/region_{r}_windows.csv"))
+      for r in REGIONS],
     Page("07_summary", "07_summary.md", reads_results=True),
 ]
 
@@ -71,12 +74,21 @@ def _srclib_hash():
     return digest.hexdigest()
 
 
-def _results_hash(profile):
+def _files_hash(paths):
     digest = hashlib.sha256()
-    for path in sorted((config.profile_dir(profile) / "results").glob("region_*.csv")):
+    for path in paths:
         digest.update(path.name.encode())
-        digest.update(path.read_bytes())
+        digest.update(path.read_bytes() if path.exists() else b"missing")
     return digest.hexdigest()
+
+
+def _results_hash(profile):
+    folder = config.profile_dir(profile) / "results"
+    return _files_hash([folder / f"region_{r}.csv" for r in REGIONS])
+
+
+def _products_hash(page, profile):
+    return _files_hash([config.profile_dir(profile) / p for p in page.products])
 
 
 def build_key(page, profile):
@@ -90,12 +102,13 @@ def build_key(page, profile):
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _stored_key(path):
+def _stored(path):
+    """The builder's record in an executed notebook's metadata (empty if none)."""
     try:
         with open(path) as fid:
-            return json.load(fid)["metadata"].get("srclib", {}).get("build_key")
+            return json.load(fid)["metadata"].get("srclib", {})
     except (OSError, ValueError, KeyError):
-        return None
+        return {}
 
 
 def run_page(page, profile, prepare_only=False, force=False, root=ROOT):
@@ -115,7 +128,10 @@ def run_page(page, profile, prepare_only=False, force=False, root=ROOT):
     generated = Path(root) / "book" / "generated"
     out = generated / f"{page.name}.ipynb"
     key = build_key(page, profile)
-    if not force and not prepare_only and _stored_key(out) == key:
+    stored = _stored(out)
+    unchanged = (stored.get("build_key") == key
+                 and stored.get("products") == _products_hash(page, profile))
+    if unchanged and not force and not prepare_only:
         return "cached"
     generated.mkdir(parents=True, exist_ok=True)
     notebook = jupytext.read(NOTEBOOKS / page.source)
@@ -134,7 +150,8 @@ def run_page(page, profile, prepare_only=False, force=False, root=ROOT):
         )
         executed = nbformat.read(tmp, as_version=4)
         if not prepare_only:
-            executed.metadata["srclib"] = dict(build_key=key, profile=profile)
+            executed.metadata["srclib"] = dict(build_key=key, profile=profile,
+                                               products=_products_hash(page, profile))
         nbformat.write(executed, tmp)
         tmp.replace(out)
     finally:

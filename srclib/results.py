@@ -6,7 +6,7 @@ LSTM, the nine classical solvers, and the Random and Perfect references),
 scores every window with the six metrics, and writes
 
 * ``data/<profile>/results/region_<X>_windows.csv``: one row per method and
-  window;
+  window (``<X>`` gains tags for non-default settings, see :func:`result_name`);
 * ``data/<profile>/results/region_<X>.csv``: the medians over windows, one row
   per method (the paper's table layout);
 * ``data/<profile>/results/region_<X>_maps.npz``: for each method the map of
@@ -50,6 +50,28 @@ def region_parameters(profile, region="A", *, center_mni=None, radius_mm=None,
         duration_s=float(sim_params["region_duration_s"] if duration_s is None else duration_s),
         order=sim_params["ar_order"],
     )
+
+
+def result_name(params):
+    """File stem of a run's results: ``region_<X>``, tagged with any non-default setting.
+
+    The book's pages use the defaults and write ``region_A`` ... ``region_D``;
+    a re-run with other settings (``snr_db=0``, another centre, ...) writes
+    its own files, e.g. ``region_D_snr0``, and never overwrites the book's.
+    """
+    defaults = region_parameters(params["profile"], params["region"])
+    tags = []
+    for key, label in (("center_mni", "at"), ("radius_mm", "r"), ("compartment", ""),
+                       ("snr_db", "snr"), ("seed", "seed"), ("duration_s", "dur")):
+        value = params[key]
+        if value is None or value == defaults[key]:
+            continue
+        if isinstance(value, (list, tuple)):
+            value = "_".join(f"{float(v):g}" for v in value)
+        elif isinstance(value, float):
+            value = f"{value:g}"
+        tags.append(f"{label}{value}")
+    return "_".join([f"region_{params['region']}", *tags])
 
 
 def windows_of(eeg, window=config.WINDOW):
@@ -132,7 +154,7 @@ def run_region(profile="paper", region="A", *, head=None, model=None, progress=T
                                      compartment=params["compartment"])
     model = model if model is not None else load_model(profile, head=head, progress=progress)
     folder = config.profile_dir(profile) / "results"
-    name = f"region_{region}"
+    name = result_name(params)
     key = cache.params_key(dict(params=params, spec=spec, head=head.provenance["key"],
                                 model=model_key(profile, head), version=_CACHE_VERSION))
     products = [folder / f"{name}{suffix}" for suffix in (".csv", "_windows.csv", "_maps.npz")]
@@ -148,7 +170,7 @@ def run_region(profile="paper", region="A", *, head=None, model=None, progress=T
         table = metrics.summarize(per_window)
         _save(folder, name, key, params, spec, per_window, table, examples, c, seconds,
               time.perf_counter() - t0)
-    return load_region(profile, region)
+    return load_region(profile, name)
 
 
 def _stored_key(path):
@@ -176,9 +198,16 @@ def _save(folder, name, key, params, spec, per_window, table, examples, c, secon
 
 
 def load_region(profile, region):
-    """Read a region's stored results (see :func:`run_region`)."""
+    """Read a region's stored results (see :func:`run_region`).
+
+    Parameters
+    ----------
+    profile : str
+    region : str
+        ``"A"``-``"D"``, or the stem of a re-run's files (``"region_D_snr0"``).
+    """
     folder = config.profile_dir(profile) / "results"
-    name = f"region_{region}"
+    name = region if region.startswith("region_") else f"region_{region}"
     with open(folder / f"{name}.json") as fid:
         meta = json.load(fid)
     with np.load(folder / f"{name}_maps.npz") as f:
@@ -186,7 +215,7 @@ def load_region(profile, region):
                     for i, (m, w) in enumerate(zip(f["methods"], f["windows"]))}
         c = f["c"].astype(float)
     return dict(
-        spec=meta["spec"], params=meta["params"], seconds=meta["seconds"],
+        name=name, spec=meta["spec"], params=meta["params"], seconds=meta["seconds"],
         n_windows=meta["n_windows"], c=c, examples=examples,
         table=pd.read_csv(folder / f"{name}.csv", index_col="method"),
         per_window=pd.read_csv(folder / f"{name}_windows.csv"),
