@@ -152,7 +152,6 @@ def run_region(profile="paper", region="A", *, head=None, model=None, progress=T
     spec = simulation.resolve_region(head, region, center_mni=params["center_mni"],
                                      radius_mm=params["radius_mm"],
                                      compartment=params["compartment"])
-    model = model if model is not None else load_model(profile, head=head, progress=progress)
     folder = config.profile_dir(profile) / "results"
     name = result_name(params)
     key = cache.params_key(dict(params=params, spec=spec, head=head.provenance["key"],
@@ -160,6 +159,8 @@ def run_region(profile="paper", region="A", *, head=None, model=None, progress=T
     products = [folder / f"{name}{suffix}" for suffix in (".csv", "_windows.csv", "_maps.npz")]
     if _stored_key(folder / f"{name}.json") != key or not all(p.exists() for p in products):
         t0 = time.perf_counter()
+        if model is None:  # only needed when the results are (re)computed
+            model = load_model(profile, head=head, progress=progress)
         eeg, c, center = simulation.region_recording(
             head, region, params["duration_s"], params["snr_db"], params["seed"],
             order=params["order"], center_mni=params["center_mni"],
