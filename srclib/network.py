@@ -33,7 +33,7 @@ from tqdm import tqdm
 from . import cache, config
 from .headmodel import N_CHANNELS
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: dropout masks reseeded per epoch (resumable with dropout)
 
 
 class SourceLSTM(nn.Module):
@@ -161,9 +161,11 @@ def train(model, X, Y, *, max_epochs=30, batch_size=256, learning_rate=1e-3,
     validation_fraction : float
         Share of the windows held out (seeded split).
     seed : int
-        Seeds the initial weights (when not resuming), the split and the
-        per-epoch shuffles; on the CPU two runs with the same seed give the
-        same weights.
+        Seeds the split, and each epoch's shuffle and dropout masks (reseeded
+        at the start of every epoch, so that a resumed training continues
+        exactly as an uninterrupted one). The initial weights are the model's
+        as passed in. On the CPU two runs with the same seed give the same
+        weights.
     checkpoint_dir : path-like | None
         Where ``checkpoint.pt`` is written after every epoch and read on start.
     device : torch.device | None
@@ -207,6 +209,7 @@ def train(model, X, Y, *, max_epochs=30, batch_size=256, learning_rate=1e-3,
             break
         t0 = time.perf_counter()
         model.train()
+        torch.manual_seed(seed * 1000 + epoch)  # dropout masks of this epoch
         order = torch.as_tensor(train_idx)[
             torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
         ]
@@ -221,10 +224,11 @@ def train(model, X, Y, *, max_epochs=30, batch_size=256, learning_rate=1e-3,
             total += loss.item() * len(b)
         val = _loss(model, X, Y, val_idx, batch_size, device)
         scheduler.step(val)
-        state["seconds"] += time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        state["seconds"] += seconds
         state["history"].append(dict(epoch=epoch + 1, train_loss=total / len(order),
                                      val_loss=val, lr=optimizer.param_groups[0]["lr"],
-                                     seconds=time.perf_counter() - t0))
+                                     seconds=seconds))
         state["epoch"] = epoch + 1
         if val < state["best_val_loss"]:
             state.update(best_val_loss=val, best_epoch=epoch + 1, best_state=_cpu_state(model))

@@ -20,9 +20,10 @@ def _data(n=48, n_dipoles=30, seed=0):
     return X, Y
 
 
-def _model(n_dipoles=30, seed=0):
+def _model(n_dipoles=30, seed=0, dropout=0.0):
     torch.manual_seed(seed)
-    return network.SourceLSTM(n_dipoles, embed_dim=16, hidden_dim=32, fc_dims=(32, 64, 96))
+    return network.SourceLSTM(n_dipoles, embed_dim=16, hidden_dim=32, fc_dims=(32, 64, 96),
+                              dropout=dropout)
 
 
 def test_shapes_range_and_parameter_count():
@@ -58,14 +59,16 @@ def test_loss_falls_and_a_tiny_set_is_overfitted():
     assert np.mean(y.argmax(1) == Y[train_idx].argmax(1)) > 0.9
 
 
-def test_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_resume_equals_uninterrupted(tmp_path, dropout):
     X, Y = _data(n=40)
     kw = dict(batch_size=8, learning_rate=1e-3, patience=100, seed=3, progress=False)
-    whole = _model(seed=1)
+    whole = _model(seed=1, dropout=dropout)
     network.train(whole, X, Y, max_epochs=4, **kw)
-    part = _model(seed=1)
+    part = _model(seed=1, dropout=dropout)
     network.train(part, X, Y, max_epochs=2, checkpoint_dir=tmp_path, **kw)
-    resumed = _model(seed=99)  # weights are replaced by the checkpoint
+    torch.manual_seed(12345)  # a fresh process: the global RNG is wherever it is
+    resumed = _model(seed=99, dropout=dropout)  # weights are replaced by the checkpoint
     result = network.train(resumed, X, Y, max_epochs=4, checkpoint_dir=tmp_path, **kw)
     assert len(result["history"]) == 4
     for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
