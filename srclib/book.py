@@ -10,9 +10,10 @@
 
 A page is not re-executed when its executed notebook carries the same build
 key (the hash of the notebook's source, its parameters, srclib's source code
-and the results it reads) and the files it wrote are still as it left them. Heavy intermediate results (head model, training
-set, network, region results) are cached separately by srclib, so even a
-re-executed notebook reuses them.
+and the results it reads) and the files it wrote are still as it left them.
+Heavy intermediate results (head model, training set, network, region
+results) are cached separately by srclib, so even a re-executed notebook
+reuses them.
 """
 
 import argparse
@@ -164,7 +165,7 @@ def _set_title(notebook, title):
     """Replace the first level-1 heading of a notebook."""
     for cell in notebook.cells:
         if cell.cell_type == "markdown" and cell.source.startswith("# "):
-            first, _, rest = cell.source.partition("\n")
+            _, _, rest = cell.source.partition("\n")
             cell.source = f"# {title}\n{rest}"
             return
     raise ValueError("the notebook has no level-1 heading to retitle")

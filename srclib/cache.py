@@ -45,14 +45,18 @@ def _jsonable(obj):
     raise TypeError(f"cannot serialise {type(obj).__name__} for hashing")
 
 
-def read_provenance(folder):
-    """Return the provenance dictionary of ``folder``, or None if absent/corrupt."""
-    path = Path(folder) / "provenance.json"
+def read_json(path):
+    """Return the content of a JSON file, or None if it is absent or corrupt."""
     try:
         with open(path) as fid:
             return json.load(fid)
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def read_provenance(folder):
+    """Return the provenance dictionary of ``folder``, or None if absent/corrupt."""
+    return read_json(Path(folder) / "provenance.json")
 
 
 def is_valid(folder, key):

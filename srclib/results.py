@@ -157,7 +157,8 @@ def run_region(profile="paper", region="A", *, head=None, model=None, progress=T
     key = cache.params_key(dict(params=params, spec=spec, head=head.provenance["key"],
                                 model=model_key(profile, head), version=_CACHE_VERSION))
     products = [folder / f"{name}{suffix}" for suffix in (".csv", "_windows.csv", "_maps.npz")]
-    if _stored_key(folder / f"{name}.json") != key or not all(p.exists() for p in products):
+    stored = cache.read_json(folder / f"{name}.json") or {}
+    if stored.get("key") != key or not all(p.exists() for p in products):
         t0 = time.perf_counter()
         if model is None:  # only needed when the results are (re)computed
             model = load_model(profile, head=head, progress=progress)
@@ -172,14 +173,6 @@ def run_region(profile="paper", region="A", *, head=None, model=None, progress=T
         _save(folder, name, key, params, spec, per_window, table, examples, c, seconds,
               time.perf_counter() - t0)
     return load_region(profile, name)
-
-
-def _stored_key(path):
-    try:
-        with open(path) as fid:
-            return json.load(fid).get("key")
-    except (OSError, ValueError):
-        return None
 
 
 def _save(folder, name, key, params, spec, per_window, table, examples, c, seconds, total):

@@ -925,12 +925,13 @@ def resolve_region(head, region="A", *, center_mni=None, radius_mm=None, compart
         mni = spec.get("center_mni")
         if isinstance(mni, str):  # e.g. "[30, -20, 50]" from a papermill -p option
             mni = yaml.safe_load(mni)
+        message = f"center_mni must be 3 finite MNI152 coordinates (mm), got {spec.get('center_mni')!r}"
         try:
             mni = np.asarray(mni, float)
         except (TypeError, ValueError):
-            mni = np.full(2, np.nan)
+            raise ValueError(message) from None
         if mni.shape != (3,) or not np.isfinite(mni).all():
-            raise ValueError(f"center_mni must be 3 finite MNI152 coordinates (mm), got {spec.get('center_mni')!r}")
+            raise ValueError(message)
         point = mni152_to_fsaverage(mni)
     center = head.nearest_dipole(point, spec["compartment"])
     from .headmodel import fsaverage_to_mni152
