@@ -24,6 +24,7 @@ import zlib
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
+import yaml
 
 from . import cache, config, metrics, simulation, solvers
 
@@ -40,7 +41,17 @@ def default_seed(region):
 
 def region_parameters(profile, region="A", *, center_mni=None, radius_mm=None,
                       compartment=None, snr_db=None, seed=None, duration_s=None):
-    """Complete a region run's parameters from the profile's defaults."""
+    """Complete a region run's parameters from the profile's defaults.
+
+    ``center_mni`` may be given as text (``"[30, -20, 50]"``, as a papermill
+    ``-p`` option passes it); it is parsed here, so that results are named and
+    keyed by the coordinates, not by how they were typed.
+    """
+    if isinstance(center_mni, str):
+        try:
+            center_mni = yaml.safe_load(center_mni)
+        except yaml.YAMLError:
+            raise ValueError(f"center_mni must be 3 MNI152 coordinates (mm), got {center_mni!r}") from None
     sim_params = config.get_params(profile, "simulation")
     return dict(
         profile=profile, region=region, center_mni=center_mni, radius_mm=radius_mm,

@@ -12,10 +12,16 @@ from srclib import results
     (dict(seed=3, duration_s=60), "region_D_seed3_dur60"),
     (dict(center_mni=[38, -22, 56], radius_mm=20, compartment="cortex"),
      "region_D_at38_-22_56_r20_cortex"),
+    (dict(center_mni="[38, -22, 56]"), "region_D_at38_-22_56"),  # as papermill -p passes it
 ])
 def test_result_names_never_collide_with_the_books(overrides, name):
     params = results.region_parameters("paper", "D", **overrides)
     assert results.result_name(params) == name
+
+
+def test_unparsable_centre_names_the_parameter():
+    with pytest.raises(ValueError, match="center_mni"):
+        results.region_parameters("paper", "x", center_mni="[1, 2")
 
 
 def test_default_parameters_come_from_the_profile():
