@@ -67,13 +67,13 @@ benchmark("headmodel_load", "<= 5 s")("""
 benchmark("training_set", ">= 500 windows/s, <= 4 GB")("""
     import time
     import numpy as np
-    from srclib import config, simulation
+    from srclib import config, sampler, simulation
     from srclib.headmodel import load_head_model
     head = load_head_model(PROFILE, progress=False)
     p = config.get_params(PROFILE, "simulation")
     t0 = time.perf_counter()
-    X, Y = simulation.training_set(head, p["n_train"], np.random.default_rng(0),
-                                   n_filters=p["n_filters"], progress=False)
+    X, Y = sampler.training_set(head, p["n_train"], np.random.default_rng(0),
+                                n_filters=p["n_filters"], progress=False)
     seconds = time.perf_counter() - t0
     # The cost of the scalp projection alone, for the same number of windows,
     # if every dipole's series were projected (64 x N by N x 50 per window).
@@ -96,21 +96,21 @@ benchmark("training_set", ">= 500 windows/s, <= 4 GB")("""
 benchmark("region_recording", "<= 30 s")("""
     import time
     from srclib.headmodel import load_head_model
-    from srclib import config, simulation
+    from srclib import config, regions
     head = load_head_model(PROFILE, progress=False)
     duration = config.get_params(PROFILE, "simulation")["region_duration_s"]
     t0 = time.perf_counter()
-    eeg, c, center = simulation.region_recording(head, "D", duration_s=duration, seed=1)
+    eeg, c, center = regions.region_recording(head, "D", duration_s=duration, seed=1)
     out(seconds=time.perf_counter() - t0, samples=eeg.shape[1])
 """)
 
 benchmark("solvers", "<= 60 s, <= 6 GB")("""
     import time
     from srclib.headmodel import load_head_model
-    from srclib import config, simulation, solvers
+    from srclib import config, regions, solvers
     head = load_head_model(PROFILE, progress=False)
     duration = config.get_params(PROFILE, "simulation")["region_duration_s"]
-    eeg, c, center = simulation.region_recording(head, "B", duration_s=duration, seed=1)
+    eeg, c, center = regions.region_recording(head, "B", duration_s=duration, seed=1)
     times = {}
     t0 = time.perf_counter()
     for method in solvers.SOLVERS:
@@ -137,7 +137,7 @@ benchmark("network_training", "<= 15 min", fresh_data=True)("""
     import time
     from srclib import network
     from srclib.headmodel import load_head_model
-    from srclib.simulation import load_training_set
+    from srclib.sampler import load_training_set
     head = load_head_model(PROFILE, progress=False)
     load_training_set(PROFILE, head, progress=False)
     t0 = time.perf_counter()

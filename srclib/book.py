@@ -27,18 +27,15 @@ import subprocess
 import sys
 import time
 
-import yaml
-
 from . import config
+from .regions import REGIONS, load_regions
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 #: What a book root needs besides the executed notebooks.
 BOOK_FILES = ("_config.yml", "_toc.yml", "book/intro.md", "book/discussion.md",
               "book/rerunning.md", "book/bibliography.md", "book/references.bib")
-REGIONS = ("A", "B", "C", "D")
-with open(config.REPO_DATA / "regions.yaml") as _fid:
-    _REGION_TEXT = yaml.safe_load(_fid)
+_REGION_TEXT = load_regions()
 
 
 @dataclass

@@ -253,7 +253,7 @@ def _cpu_state(model):
 
 def model_key(profile, head):
     """Hash of the network settings and the training data they learn from."""
-    from .simulation import training_set_key
+    from .sampler import training_set_key
 
     return cache.params_key(dict(
         network=config.get_params(profile, "network"),
@@ -274,7 +274,7 @@ def train_model(profile="paper", head=None, *, progress=True):
     model : SourceLSTM
     """
     from .headmodel import load_head_model
-    from .simulation import load_training_set, training_set_key
+    from .sampler import load_training_set, training_set_key
 
     params = config.get_params(profile, "network")
     head = head if head is not None else load_head_model(profile, progress=progress)

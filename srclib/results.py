@@ -19,24 +19,17 @@ instead of recomputing them (the key is stored in ``region_<X>.json``).
 
 import json
 import time
-import zlib
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
-import yaml
 
-from . import cache, config, metrics, simulation, solvers
+from . import cache, config, metrics, regions, solvers
 
 #: Every row of a region table, in the paper's order.
 METHODS = ("Random", "Perfect", "LSTM") + solvers.SOLVERS
 
 _CACHE_VERSION = 1
-
-
-def default_seed(region):
-    """A fixed seed per region name, so that regions get independent recordings."""
-    return zlib.crc32(str(region).encode()) % (2**31)
 
 
 def region_parameters(profile, region="A", *, center_mni=None, radius_mm=None,
@@ -47,17 +40,13 @@ def region_parameters(profile, region="A", *, center_mni=None, radius_mm=None,
     ``-p`` option passes it); it is parsed here, so that results are named and
     keyed by the coordinates, not by how they were typed.
     """
-    if isinstance(center_mni, str):
-        try:
-            center_mni = yaml.safe_load(center_mni)
-        except yaml.YAMLError:
-            raise ValueError(f"center_mni must be 3 MNI152 coordinates (mm), got {center_mni!r}") from None
+    center_mni = regions.parse_center_mni(center_mni)
     sim_params = config.get_params(profile, "simulation")
     return dict(
         profile=profile, region=region, center_mni=center_mni, radius_mm=radius_mm,
         compartment=compartment,
         snr_db=float(sim_params["region_snr_db"] if snr_db is None else snr_db),
-        seed=int(default_seed(region) if seed is None else seed),
+        seed=int(regions.default_seed(region) if seed is None else seed),
         duration_s=float(sim_params["region_duration_s"] if duration_s is None else duration_s),
         order=sim_params["ar_order"],
     )
@@ -160,7 +149,7 @@ def run_region(profile="paper", region="A", *, head=None, model=None, progress=T
 
     params = region_parameters(profile, region, **kwargs)
     head = head if head is not None else load_head_model(profile, progress=progress)
-    spec = simulation.resolve_region(head, region, center_mni=params["center_mni"],
+    spec = regions.resolve_region(head, region, center_mni=params["center_mni"],
                                      radius_mm=params["radius_mm"],
                                      compartment=params["compartment"])
     folder = config.profile_dir(profile) / "results"
@@ -173,7 +162,7 @@ def run_region(profile="paper", region="A", *, head=None, model=None, progress=T
         t0 = time.perf_counter()
         if model is None:  # only needed when the results are (re)computed
             model = load_model(profile, head=head, progress=progress)
-        eeg, c, center = simulation.region_recording(
+        eeg, c, center = regions.region_recording(
             head, region, params["duration_s"], params["snr_db"], params["seed"],
             order=params["order"], center_mni=params["center_mni"],
             radius_mm=params["radius_mm"], compartment=params["compartment"],

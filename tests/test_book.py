@@ -15,7 +15,7 @@ import pytest
 
 from srclib import config, metrics, results
 
-REGIONS = ("A", "B", "C", "D")
+from srclib.regions import REGIONS
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_result_files_keep_the_contract(built_book, region):
 
 @pytest.mark.parametrize("params,message", [
     (dict(region="Z"), "region must be one of"),
-    (dict(region="A", radius_mm=-3), "radius_mm must be in"),
+    (dict(region="A", radius_mm=-3), "radius_mm must be a finite number in"),
     (dict(region="x", center_mni="[1, 2]", radius_mm=10, compartment="cortex"), "center_mni"),
     (dict(region="A", profile="huge"), "profile must be one of"),
 ])

@@ -2,7 +2,7 @@
 
 import pytest
 
-from srclib import results
+from srclib import regions, results
 
 
 @pytest.mark.parametrize("overrides,name", [
@@ -27,7 +27,7 @@ def test_unparsable_centre_names_the_parameter():
 def test_default_parameters_come_from_the_profile():
     params = results.region_parameters("quick", "B")
     assert params["duration_s"] == 12.0 and params["snr_db"] == 10.0
-    assert params["seed"] == results.default_seed("B") != results.default_seed("A")
+    assert params["seed"] == regions.default_seed("B") != regions.default_seed("A")
 
 
 def test_paper_table_and_its_errors():

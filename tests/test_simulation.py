@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from scipy.sparse.csgraph import connected_components
 
+from srclib import regions, sampler
 from srclib import simulation as sim
 
 
@@ -209,7 +210,7 @@ def test_too_few_samples_for_the_ar_order(head, rng):
 def test_fast_sampler_matches_the_literal_simulator(head):
     """sensor_background + centre term has the covariance of the literal chain."""
     rng = np.random.default_rng(3)
-    groups = sim.FilterGroups(head, 4, rng)
+    groups = sampler.FilterGroups(head, 4, rng)
     center = int(np.flatnonzero(~head.is_cortical)[8])
     c = sim.grow_region(head, center, 25.0)
     o = sim.random_orientation(rng)
@@ -222,7 +223,7 @@ def test_fast_sampler_matches_the_literal_simulator(head):
                      return_details=True)[1]["clean"] for _ in range(n_rep)
     ])
     cov, region_gain = groups.covariances([c], o[None])
-    fast = sim.sensor_background(np.repeat(cov, n_rep, 0), np.repeat(bank[None], n_rep, 0),
+    fast = sampler.sensor_background(np.repeat(cov, n_rep, 0), np.repeat(bank[None], n_rep, 0),
                                  n_times, rng)
     centre = sim.ar_series(n_rep, n_times, rng, coefs=np.repeat(bank[groups.group[center]][None], n_rep, 0))
     fast = sim.average_reference(fast + region_gain[:, :, None] * centre[:, None, :])
@@ -242,7 +243,7 @@ def test_fast_sampler_matches_the_literal_simulator(head):
 
 
 def test_training_set_shapes_and_content(head):
-    X, Y, meta = sim.training_set(head, 60, np.random.default_rng(0), batch=25,
+    X, Y, meta = sampler.training_set(head, 60, np.random.default_rng(0), batch=25,
                                   progress=False, return_meta=True, n_jobs=1)
     assert X.shape == (60, 64, 50) and X.dtype == np.float32
     assert Y.shape == (60, head.n_dipoles) and Y.dtype == np.float32
@@ -255,18 +256,24 @@ def test_training_set_shapes_and_content(head):
 
 
 def test_training_set_reproducible_and_independent_of_workers(head):
-    a = sim.training_set(head, 40, np.random.default_rng(5), batch=10, progress=False, n_jobs=1)
-    b = sim.training_set(head, 40, np.random.default_rng(5), batch=10, progress=False, n_jobs=2)
-    c = sim.training_set(head, 40, np.random.default_rng(6), batch=10, progress=False, n_jobs=1)
+    """Same seed, any worker count, on one machine: bitwise the same training set.
+
+    Holds whatever BLAS threading the calling process has, because every batch
+    runs on one BLAS thread in the serial path as in the workers. Across
+    machines only float32 rounding is promised (not testable here).
+    """
+    a = sampler.training_set(head, 40, np.random.default_rng(5), batch=10, progress=False, n_jobs=1)
+    b = sampler.training_set(head, 40, np.random.default_rng(5), batch=10, progress=False, n_jobs=2)
+    c = sampler.training_set(head, 40, np.random.default_rng(6), batch=10, progress=False, n_jobs=1)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert not np.allclose(a[0], c[0])
 
 
 def test_training_set_snr(head):
     """Windows carry their requested SNR: noise power relative to the clean part."""
-    X, Y, meta = sim.training_set(head, 40, np.random.default_rng(1), progress=False,
+    X, Y, meta = sampler.training_set(head, 40, np.random.default_rng(1), progress=False,
                                   return_meta=True, n_jobs=1, snr_range_db=(30.0, 30.0))
-    X0, _ = sim.training_set(head, 40, np.random.default_rng(1), progress=False, n_jobs=1,
+    X0, _ = sampler.training_set(head, 40, np.random.default_rng(1), progress=False, n_jobs=1,
                              snr_range_db=(60.0, 60.0))
     # Same seed: the same clean signal, only the noise scale differs.
     snr = sim.achieved_snr_db(X0.astype(float), X.astype(float))
@@ -274,17 +281,17 @@ def test_training_set_snr(head):
 
 
 def test_region_recordings(head):
-    eeg, c, center, details = sim.region_recording(head, "D", duration_s=4.0, seed=3,
+    eeg, c, center, details = regions.region_recording(head, "D", duration_s=4.0, seed=3,
                                                    return_details=True)
     assert eeg.shape == (64, 1000)
     assert details["spec"]["structure"] == "Left-Hippocampus"
     assert head.compartment[center] == "subcortical" and c[center] == 1
-    again = sim.region_recording(head, "D", duration_s=4.0, seed=3)[0]
+    again = regions.region_recording(head, "D", duration_s=4.0, seed=3)[0]
     assert np.array_equal(eeg, again)
 
 
 def test_custom_region(head):
-    eeg, c, center, details = sim.region_recording(
+    eeg, c, center, details = regions.region_recording(
         head, "mine", duration_s=1.0, center_mni=[30, -20, 50], radius_mm=20,
         compartment="cortex", return_details=True,
     )
@@ -303,4 +310,4 @@ def test_custom_region(head):
 ])
 def test_region_recording_bad_input(head, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        sim.region_recording(head, **kwargs)
+        regions.region_recording(head, **kwargs)

@@ -5,7 +5,7 @@ import pytest
 from scipy import sparse
 
 from srclib import simulation as sim
-from srclib import solvers
+from srclib import regions, solvers
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_activation_maps_follow_the_post_processing(head, kernels):
 
 
 def test_activation_maps_range_for_every_solver(head):
-    eeg, c, center = sim.region_recording(head, "C", duration_s=2.0, seed=1)
+    eeg, c, center = regions.region_recording(head, "C", duration_s=2.0, seed=1)
     for method in solvers.SOLVERS:
         maps = solvers.activation_maps(head, eeg, method)
         assert maps.shape == (10, head.n_dipoles)
