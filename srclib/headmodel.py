@@ -679,21 +679,29 @@ class HeadModel:
         upper = sparse.triu(self.adjacency, k=1).tocoo()
         self.edges = (upper.row, upper.col)
 
-    def leadfield(self, which="simulation"):
+    def leadfield(self, which="simulation", reference=None):
         """Free-orientation leadfield with components along the MRI axes.
 
         Parameters
         ----------
         which : ``"simulation"`` | ``"inverse"``
+        reference : None | ``"average"``
+            None: as the forward solution holds it; ``"average"``: the mean
+            over channels removed, as the EEG the methods see.
 
         Returns
         -------
         gain : ndarray, shape (64, N, 3)
-            Potential (V) per unit dipole moment (A m) along fsaverage x, y, z;
-            not re-referenced.
+            Potential (V) per unit dipole moment (A m) along fsaverage x, y, z.
+            Cached: do not modify in place.
         """
         if which not in ("simulation", "inverse"):
             raise ValueError(f"which must be 'simulation' or 'inverse', got {which!r}")
+        if reference not in (None, "average"):
+            raise ValueError(f"reference must be None or 'average', got {reference!r}")
+        if reference == "average":
+            gain = self.leadfield(which)
+            return gain - gain.mean(0)
         if which not in self._leadfields:
             fwd = self.fwd_simulation if which == "simulation" else self.fwd_inverse
             gain = fwd["sol"]["data"].reshape(len(self.info["ch_names"]), -1, 3)

@@ -90,6 +90,9 @@ from scipy.stats import rankdata
 #: Metric names, in the order of the paper's tables.
 METRICS = ("MLE_mm", "AUC_close", "AUC_far", "DistRank", "PAS_mm", "FractionActive")
 
+#: The metrics for which a lower value is better (the others: higher is better).
+LOWER_IS_BETTER = frozenset({"MLE_mm", "DistRank", "PAS_mm"})
+
 #: The close negative set is ``round(N / CLOSE_DIVISOR)`` dipoles.
 CLOSE_DIVISOR = 5
 

@@ -224,6 +224,50 @@ def paper_table(region):
     return table[table["region"] == region].drop(columns="region").set_index("method")
 
 
+def lstm_beats_all(table, metric, solver_names=solvers.SOLVERS):
+    """Whether the LSTM's median is strictly better than every classical solver's.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A region table: one row per method (``"LSTM"`` and the solvers),
+        one column per metric.
+    metric : str
+        One of :data:`srclib.metrics.METRICS`; "better" is lower for those in
+        :data:`srclib.metrics.LOWER_IS_BETTER`, higher for the others.
+    solver_names : sequence of str
+        The rows to compare with (the nine classical solvers).
+
+    Returns
+    -------
+    beats : bool
+    """
+    if metric not in metrics.METRICS:
+        raise ValueError(f"metric must be one of {list(metrics.METRICS)}, got {metric!r}")
+    others = table.loc[list(solver_names), metric]
+    lstm = table.loc["LSTM", metric]
+    if metric in metrics.LOWER_IS_BETTER:
+        return bool(lstm < others.min())
+    return bool(lstm > others.max())
+
+
+def verdicts(tables):
+    """The central claim per region and metric: does the LSTM beat all nine solvers?
+
+    Parameters
+    ----------
+    tables : dict of pandas.DataFrame
+        Region name -> region table (see :func:`lstm_beats_all`).
+
+    Returns
+    -------
+    verdict : pandas.DataFrame of bool
+        One row per region, one column per metric.
+    """
+    return pd.DataFrame({r: {m: lstm_beats_all(t, m) for m in metrics.METRICS}
+                         for r, t in tables.items()}).T
+
+
 def format_table(table):
     """A region table formatted as in the paper (mm as integers, scores to 3 decimals)."""
     out = pd.DataFrame(index=table.index)

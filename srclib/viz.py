@@ -14,6 +14,26 @@ from .headmodel import STRUCTURES, fsaverage_to_mni152
 #: One colour per deep structure (left and right share it).
 STRUCTURE_COLORS = dict(zip(STRUCTURES, plt.get_cmap("tab10").colors))
 
+#: Colours of the two compartments in every figure.
+COMPARTMENT_COLORS = {"cortical": "0.4", "subcortical": "tab:purple"}
+
+#: The book's figure style, set by :func:`set_style` at the top of every notebook.
+STYLE = {"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False}
+
+
+def set_style():
+    """Apply the book's matplotlib style (:data:`STYLE`) to the running session."""
+    plt.rcParams.update(STYLE)
+
+
+def method_color(method):
+    """Colour of a method in figures: the LSTM red, the references grey, solvers blue."""
+    if method == "LSTM":
+        return "tab:red"
+    if method in ("Random", "Perfect"):
+        return "0.6"
+    return "tab:blue"
+
 
 def _glass(figure, axes, title=None, display_mode="lzr"):
     from nilearn import plotting

@@ -17,6 +17,8 @@ from srclib import config, metrics, results
 
 from srclib.regions import REGIONS
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def built_book(tmp_path_factory):

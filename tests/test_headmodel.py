@@ -136,6 +136,7 @@ def test_unknown_parameter_is_rejected():
         headmodel.load_head_model("quick", bem_ico=3)
 
 
+@pytest.mark.slow
 def test_cache_reused_and_rebuilt_on_changed_parameter(tmp_path, monkeypatch):
     monkeypatch.setenv("SRCLIB_DATA_DIR", str(tmp_path))
     calls = []
@@ -180,3 +181,12 @@ def test_corrupt_provenance_is_not_trusted(tmp_path):
     cache.atomic_write_json(folder / "provenance.json", {"key": "abc"})
     assert cache.is_valid(folder, "abc")
     assert json.loads((folder / "provenance.json").read_text()) == {"key": "abc"}
+
+
+def test_average_referenced_leadfield(head):
+    raw = head.leadfield("inverse")
+    ref = head.leadfield("inverse", reference="average")
+    assert np.allclose(ref.sum(0), 0, atol=1e-9 * np.abs(raw).max())
+    assert np.allclose(ref, raw - raw.mean(0))
+    with pytest.raises(ValueError, match="reference must be"):
+        head.leadfield("inverse", reference="Cz")

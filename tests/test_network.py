@@ -45,6 +45,7 @@ def test_input_is_scale_and_reference_invariant():
     assert np.allclose(network.predict(model, 1e-4 * (X + common)), y, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_loss_falls_and_a_tiny_set_is_overfitted():
     X, Y = _data(n=30, n_dipoles=5)
     model = _model(n_dipoles=5)
@@ -59,6 +60,7 @@ def test_loss_falls_and_a_tiny_set_is_overfitted():
     assert np.mean(y.argmax(1) == Y[train_idx].argmax(1)) > 0.9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_resume_equals_uninterrupted(tmp_path, dropout):
     X, Y = _data(n=40)

@@ -36,3 +36,35 @@ def test_paper_table_and_its_errors():
     assert table.loc["LSTM", "MLE_mm"] == 3
     with pytest.raises(ValueError, match="the paper reports regions"):
         results.paper_table("E")
+
+
+def _table(lstm, best_solver, others=50.0):
+    """A region table in which every metric has the LSTM at ``lstm`` and the best solver at
+    ``best_solver`` (the other solvers at ``others``, worse for lower-is-better metrics)."""
+    import pandas as pd
+
+    from srclib import metrics, solvers
+
+    rows = {m: dict.fromkeys(metrics.METRICS, others) for m in solvers.SOLVERS}
+    rows[solvers.SOLVERS[3]] = dict.fromkeys(metrics.METRICS, best_solver)
+    rows["LSTM"] = dict.fromkeys(metrics.METRICS, lstm)
+    return pd.DataFrame(rows).T
+
+
+def test_verdict_follows_the_direction_of_each_metric():
+    from srclib import metrics
+
+    table = _table(lstm=5.0, best_solver=10.0)  # lowest everywhere
+    verdict = results.verdicts({"X": table}).loc["X"]
+    for metric in metrics.METRICS:
+        assert verdict[metric] == (metric in metrics.LOWER_IS_BETTER), metric
+
+
+def test_verdict_needs_a_strict_win_over_the_best_solver():
+    high = _table(lstm=0.9, best_solver=0.8, others=0.1)  # highest: wins where higher is better
+    assert results.lstm_beats_all(high, "AUC_close")
+    assert not results.lstm_beats_all(high, "MLE_mm")
+    tie = _table(lstm=0.8, best_solver=0.8, others=0.1)
+    assert not results.lstm_beats_all(tie, "AUC_close")
+    with pytest.raises(ValueError, match="metric must be one of"):
+        results.lstm_beats_all(tie, "accuracy")

@@ -207,6 +207,7 @@ def test_too_few_samples_for_the_ar_order(head, rng):
         sim.simulate(head, c, 7, 4, 10.0, rng, order=5)
 
 
+@pytest.mark.slow
 def test_fast_sampler_matches_the_literal_simulator(head):
     """sensor_background + centre term has the covariance of the literal chain."""
     rng = np.random.default_rng(3)
