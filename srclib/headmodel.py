@@ -776,6 +776,34 @@ def load_head_model(profile="paper", *, progress=True, **overrides):
     return _read_head_model(folder, profile, params)
 
 
+def head_for(profile, head=None, *, progress=True):
+    """The head model a cached stage of ``profile`` works on.
+
+    Every stage (training set, network, region results) is keyed on its
+    profile and its head model; this makes sure the two agree.
+
+    Parameters
+    ----------
+    profile : ``"paper"`` | ``"quick"``
+    head : HeadModel | None
+        An already loaded head model, or None to load the profile's.
+    progress : bool
+
+    Returns
+    -------
+    head : HeadModel
+    """
+    config.check_profile(profile)
+    if head is None:
+        return load_head_model(profile, progress=progress)
+    if head.profile != profile:
+        raise ValueError(
+            f"head is the {head.profile!r} profile's head model but profile={profile!r} was "
+            f"given: pass profile={head.profile!r}, or load_head_model({profile!r})"
+        )
+    return head
+
+
 def _read_head_model(folder, profile, params):
     src = mne.read_source_spaces(folder / "mixed-src.fif", verbose="error")
     fwd_inv = mne.read_forward_solution(folder / "inverse-fwd.fif", verbose="error")

@@ -273,11 +273,11 @@ def train_model(profile="paper", head=None, *, progress=True):
     -------
     model : SourceLSTM
     """
-    from .headmodel import load_head_model
+    from .headmodel import head_for
     from .sampler import load_training_set, training_set_key
 
     params = config.get_params(profile, "network")
-    head = head if head is not None else load_head_model(profile, progress=progress)
+    head = head_for(profile, head, progress=progress)
     key = model_key(profile, head)
     folder = config.profile_dir(profile) / "model"
     if not cache.is_valid(folder, key):
@@ -331,9 +331,9 @@ def load_model(profile="paper", *, head=None, train_if_missing=True, progress=Tr
     model : SourceLSTM
         In evaluation mode, on the CPU, with ``model.card`` (the model card).
     """
-    from .headmodel import load_head_model
+    from .headmodel import head_for
 
-    head = head if head is not None else load_head_model(profile, progress=progress)
+    head = head_for(profile, head, progress=progress)
     folder = config.profile_dir(profile) / "model"
     if not cache.is_valid(folder, model_key(profile, head)):
         if not train_if_missing:

@@ -144,11 +144,11 @@ def run_region(profile="paper", region="A", *, head=None, model=None, progress=T
         ``spec`` (the resolved region), ``params``, ``table`` (medians),
         ``per_window``, ``examples`` (maps), ``c``, ``seconds``.
     """
-    from .headmodel import load_head_model
+    from .headmodel import head_for
     from .network import load_model, model_key
 
     params = region_parameters(profile, region, **kwargs)
-    head = head if head is not None else load_head_model(profile, progress=progress)
+    head = head_for(profile, head, progress=progress)
     spec = regions.resolve_region(head, region, center_mni=params["center_mni"],
                                      radius_mm=params["radius_mm"],
                                      compartment=params["compartment"])

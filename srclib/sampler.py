@@ -352,10 +352,10 @@ def load_training_set(profile="paper", head=None, *, progress=True):
     Y : ndarray, shape (n, N), float32
     meta : dict of ndarray
     """
-    from .headmodel import load_head_model
+    from .headmodel import head_for
 
     params = config.get_params(profile, "simulation")
-    head = head if head is not None else load_head_model(profile, progress=progress)
+    head = head_for(profile, head, progress=progress)
     folder = config.profile_dir(profile) / "training"
     key = training_set_key(profile, head)
     if not cache.is_valid(folder, key):

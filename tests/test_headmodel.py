@@ -190,3 +190,9 @@ def test_average_referenced_leadfield(head):
     assert np.allclose(ref, raw - raw.mean(0))
     with pytest.raises(ValueError, match="reference must be"):
         head.leadfield("inverse", reference="Cz")
+
+
+def test_a_head_model_of_another_profile_is_refused(head):
+    assert headmodel.head_for("quick", head) is head
+    with pytest.raises(ValueError, match="'quick' profile's head model but profile='paper'"):
+        headmodel.head_for("paper", head)
