@@ -124,7 +124,7 @@ benchmark("network_inference", "<= 5 ms per window")("""
     import time
     import numpy as np
     from srclib import network
-    model = network.load_model(PROFILE, train_if_missing=False)  # `make book` trains it
+    model = network.train_model(PROFILE, progress=False)  # loads it; trains only if missing
     x = np.random.default_rng(0).standard_normal((2048, 64, 50)).astype(np.float32)
     network.predict(model, x[:64])
     t0 = time.perf_counter()

@@ -125,3 +125,17 @@ def profile_dir(profile):
     path = data_root() / check_profile(profile)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def repo_relative(path):
+    """Return ``path`` relative to the repository when it lies inside it (for printing).
+
+    Outputs of the book show paths this way, so that they do not reveal the
+    folder of the machine that built it; a path outside the repository (a
+    ``SRCLIB_DATA_DIR`` elsewhere) is returned unchanged.
+    """
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(REPO_DATA.parent)
+    except ValueError:
+        return path

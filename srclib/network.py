@@ -16,6 +16,12 @@ the simulator's coefficients c (soft targets), with AdamW (Adam with
 decoupled weight decay), a reduce-on-plateau learning-rate schedule, a
 validation split and early stopping. Each epoch writes a checkpoint, so an
 interrupted training resumes where it stopped.
+
+Training is always an explicit step (:func:`train_model`, which ``make book``
+runs through the network page); :func:`load_model` only loads, and raises
+:class:`ModelNotFoundError` when no network for the current settings exists.
+:func:`predict` applies the network to arrays of windows or to MNE data
+(a recording read from disk: see :func:`windows_from_mne`).
 """
 
 import json
@@ -25,12 +31,14 @@ import shutil
 import time
 
 import mne
+from mne.utils import logger, verbose
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from . import cache, config
+from .check import check_int
 from .headmodel import N_CHANNELS
 
 _CACHE_VERSION = 2  # 2: dropout masks reseeded per epoch (resumable with dropout)
@@ -100,13 +108,52 @@ def _check_windows(windows, n_times=config.WINDOW):
         x = x[None]
     if x.ndim != 3:
         raise ValueError(f"windows must have shape (n, 64, {n_times}), got {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError(f"windows must hold at least one window, got shape {x.shape}")
     if x.shape[1] != N_CHANNELS:
         raise ValueError(f"windows must have {N_CHANNELS} channels on axis 1, got {x.shape[1]}")
     if x.shape[2] != n_times:
         raise ValueError(f"windows must have {n_times} samples on axis 2, got {x.shape[2]}")
-    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
+    if np.iscomplexobj(x):
+        raise ValueError(f"windows must be real-valued EEG, got complex data ({x.dtype})")
+    if x.dtype == bool or not np.issubdtype(x.dtype, np.number):
+        raise ValueError(f"windows must be real numbers, got dtype {x.dtype}")
+    if not np.isfinite(x).all():
         raise ValueError("windows must be finite numbers (found NaN or inf)")
     return x.astype(np.float32, copy=False)
+
+
+#: A window whose average-referenced spread is below this fraction of its
+#: largest absolute value is treated as flat (constant, all zero, or a signal
+#: common to every channel, which the average reference removes).
+FLAT_TOLERANCE = 1e-6
+
+
+def flat_windows(windows, chunk=1024):
+    """Indices of the windows that carry no information for the network.
+
+    The network average-references each window and divides it by its
+    standard deviation; a window that is constant, all zero, or the same on
+    every channel has nothing left after the reference, and the network would
+    return its bias (a plausible-looking but meaningless map).
+
+    Parameters
+    ----------
+    windows : ndarray, shape (n, 64, n_times)
+    chunk : int
+        Windows checked at a time (in float64).
+
+    Returns
+    -------
+    index : ndarray of int
+    """
+    flat = []
+    for start in range(0, len(windows), chunk):
+        x = np.asarray(windows[start : start + chunk], np.float64)
+        spread = (x - x.mean(axis=1, keepdims=True)).reshape(len(x), -1).std(axis=1)
+        scale = np.abs(x).reshape(len(x), -1).max(axis=1)
+        flat.extend(start + np.flatnonzero(spread <= FLAT_TOLERANCE * scale))
+    return np.asarray(flat, int)
 
 
 # --------------------------------------------------------------------------
@@ -311,34 +358,62 @@ def train_model(profile="paper", head=None, *, progress=True):
             cache.atomic_write_json(art.tmp / "model_card.json", card)
         shutil.rmtree(partial, ignore_errors=True)
         if progress:
-            print(f"network: trained in {card['training']['seconds']} s -> {folder}")
-    return load_model(profile, head=head, train_if_missing=False)
+            print(f"network: trained in {card['training']['seconds']} s -> "
+                  f"{config.repo_relative(folder)}")
+    return load_model(profile, head=head, progress=progress)
 
 
-def load_model(profile="paper", *, head=None, train_if_missing=True, progress=True):
+class ModelNotFoundError(FileNotFoundError):
+    """No trained network exists for a profile's current settings.
+
+    Raised by :func:`load_model`, which never trains; its message names the
+    commands that build the network.
+    """
+
+
+def build_commands(profile):
+    """The ways to train a profile's network, as one line of text for messages."""
+    make = "make book" if profile == "paper" else f"make book PROFILE={profile}"
+    return (f"`{make}` (the whole book), "
+            f"`python -m srclib.book --profile {profile} --only 03_network --no-html` "
+            f"(the network page only), or `srclib.network.train_model({profile!r})` in Python")
+
+
+def load_model(profile="paper", *, head=None, progress=True):
     """The profile's trained network, from ``data/<profile>/model/``.
+
+    Loading never trains: training is the explicit step :func:`train_model`
+    (``make book`` runs it).
 
     Parameters
     ----------
     profile : ``"paper"`` | ``"quick"``
     head : HeadModel | None
         Its source space gives the vertices of MNE source estimates.
-    train_if_missing : bool
-        Train (or resume training) when no model for the current settings exists.
+    progress : bool
+        Show progress if the head model has to be built.
 
     Returns
     -------
     model : SourceLSTM
         In evaluation mode, on the CPU, with ``model.card`` (the model card).
+
+    Raises
+    ------
+    ModelNotFoundError
+        A ``FileNotFoundError``: no network trained with the profile's current
+        settings and training data exists; the message says how to build it.
     """
     from .headmodel import head_for
 
     head = head_for(profile, head, progress=progress)
     folder = config.profile_dir(profile) / "model"
     if not cache.is_valid(folder, model_key(profile, head)):
-        if not train_if_missing:
-            raise FileNotFoundError(f"no trained model for the current settings in {folder}")
-        return train_model(profile, head, progress=progress)
+        raise ModelNotFoundError(
+            f"no trained network for profile {profile!r} and its current settings in "
+            f"{config.repo_relative(folder)} (loading never trains). "
+            f"Build it with {build_commands(profile)}."
+        )
     with open(folder / "model_card.json") as fid:
         card = json.load(fid)
     model = SourceLSTM(**card["architecture"])
@@ -353,30 +428,55 @@ def load_model(profile="paper", *, head=None, train_if_missing=True, progress=Tr
 # Inference
 # --------------------------------------------------------------------------
 
+_MNE_TYPES = (mne.io.BaseRaw, mne.BaseEpochs, mne.Evoked)
 
-def predict(model, windows, *, batch_size=512):
+
+@verbose
+def predict(model, windows, *, batch_size=512, verbose=None):
     """Activation coefficients of EEG windows, or a source estimate of MNE data.
 
     Parameters
     ----------
     model : SourceLSTM
     windows : ndarray, shape (n, 64, 50) | mne.io.Raw | mne.Epochs | mne.Evoked
-        Average-referenced (or not: the network re-references) EEG windows.
-        MNE objects must hold the montage's 64 EEG channels (picked and
-        ordered by name); they are resampled to 250 Hz when needed and cut
-        into consecutive, non-overlapping 50-sample windows (per epoch for
-        ``Epochs``; the time axis of the result is then epochs x windows).
+        Real-valued EEG windows, average-referenced or not (the network
+        re-references each window and scales it by its standard deviation).
+        A window that is flat after the average reference (constant, all
+        zero, or one signal on every channel) is refused: it carries nothing
+        the network could localise. MNE objects are turned into windows by
+        :func:`windows_from_mne` (montage channels matched by name ignoring
+        letter case, bad channels interpolated, windows overlapping ``BAD_``
+        annotations left out, resampled to 250 Hz).
+    batch_size : int
+        Windows per forward pass, at least 1.
+    verbose : bool | str | int | None
+        MNE's logging level for this call (``None``: MNE's current level).
 
     Returns
     -------
     y : ndarray, shape (n, N)
         For an array input: coefficients in [0, 1].
     stc : mne.MixedSourceEstimate
-        For an MNE input: one time point per window (``tstep`` = 0.2 s).
+        For an MNE input: one time point per window kept, ``tstep`` = 0.2 s,
+        ``tmin`` = the start of the first kept window. The time axis is the
+        recording's clock only when no window was left out: windows dropped
+        for a ``BAD_`` annotation are skipped, not kept as gaps, so the
+        estimate's k-th time point is the k-th kept window. The true start of
+        every window is returned by :func:`windows_from_mne`.
     """
-    if isinstance(windows, (mne.io.BaseRaw, mne.BaseEpochs, mne.Evoked)):
+    batch_size = check_int("batch_size", batch_size, 1)
+    if isinstance(windows, _MNE_TYPES):
         return _predict_mne(model, windows, batch_size)
-    x = torch.as_tensor(_check_windows(windows))
+    x = _check_windows(windows)
+    flat = flat_windows(x)
+    if len(flat):
+        raise ValueError(
+            f"windows must vary across channels after the average reference; "
+            f"{len(flat)} of {len(x)} window(s) are flat (constant, all zero or the same on "
+            f"every channel), first indices {flat[:10].tolist()}: they carry no information "
+            f"for the network"
+        )
+    x = torch.as_tensor(x)
     model.eval()
     out = []
     with torch.no_grad():
@@ -385,42 +485,148 @@ def predict(model, windows, *, batch_size=512):
     return np.concatenate(out)
 
 
-def windows_from_mne(inst, ch_names):
+@verbose
+def windows_from_mne(inst, ch_names=None, *, verbose=None):
     """Cut MNE data into (n, 64, 50) windows of the montage's channels at 250 Hz.
+
+    What a recording read from disk needs before the network sees it:
+
+    1. **Channels by name, ignoring letter case.** The montage's channels
+       (``FP1`` matches ``Fp1``) are picked in the montage's order; other
+       channels are ignored. A montage channel the data lack is an error that
+       names every missing one (the network needs all 64).
+    2. **Bad channels are interpolated.** A montage channel listed in
+       ``info['bads']`` is replaced by MNE's spherical-spline interpolation
+       from the good ones (``interpolate_bads``), which needs electrode
+       positions: without them (no montage set) the call stops and names the
+       bad channels. Without digitised head points the sphere is centred at
+       (0, 0, 40) mm in head coordinates.
+    3. **Resampled to 250 Hz** (MNE's ``resample``) when recorded at another rate.
+    4. **Cut into consecutive, non-overlapping 50-sample windows** (0.2 s)
+       from the first sample; the samples after the last full window are
+       unused. For ``Raw``, windows that overlap an annotation whose
+       description starts with ``BAD`` (MNE's convention, any letter case)
+       are left out (``reject_by_annotation``). ``Epochs`` are cut epoch by
+       epoch, ``Evoked`` as one segment.
+
+    Parameters
+    ----------
+    inst : mne.io.Raw | mne.Epochs | mne.Evoked
+    ch_names : list of str | None
+        The montage's channel names, in the network's order (default: the
+        head model's 64 names).
+    verbose : bool | str | int | None
+        MNE's logging level for this call.
 
     Returns
     -------
     windows : ndarray, shape (n, 64, 50)
-    tmin : float
-        Time of the first window's first sample.
+    starts : ndarray, shape (n,)
+        Time (s) of each window's first sample: on the recording's clock
+        (0 at its first sample) for ``Raw``, on the epoch's own time axis for
+        ``Epochs``, on the evoked time axis for ``Evoked``.
     """
-    missing = [ch for ch in ch_names if ch not in inst.ch_names]
-    if missing:
-        raise ValueError(f"the data lack {len(missing)} montage channel(s): {missing}")
-    inst = inst.copy().pick(ch_names)
+    from .headmodel import channel_names
+
+    if not isinstance(inst, _MNE_TYPES):
+        raise ValueError(f"inst must be an mne.io.Raw, mne.Epochs or mne.Evoked, "
+                         f"got {type(inst).__name__}")
+    ch_names = channel_names() if ch_names is None else list(ch_names)
+    _check_duration(inst)
+    inst = _montage_channels(inst, ch_names)
+    inst = _interpolate_bads(inst)
     if inst.info["sfreq"] != config.SFREQ:
-        inst.resample(config.SFREQ, verbose="error")
-    data = inst.get_data()
-    if isinstance(inst, mne.BaseEpochs):
-        segments = list(data)
-    else:
-        segments = [data]
-    windows = []
-    for seg in segments:
-        n = seg.shape[1] // config.WINDOW
-        if n == 0:
-            raise ValueError(f"each segment needs at least {config.WINDOW} samples at 250 Hz")
-        windows.append(seg[:, : n * config.WINDOW].reshape(len(ch_names), n, config.WINDOW)
-                       .transpose(1, 0, 2))
-    return np.concatenate(windows), float(inst.times[0])
+        inst.resample(config.SFREQ)
+    if isinstance(inst, mne.io.BaseRaw):
+        return _raw_windows(inst)
+    segments = inst.get_data() if isinstance(inst, mne.BaseEpochs) else inst.data[None]
+    n = segments.shape[2] // config.WINDOW
+    windows = (segments[:, :, : n * config.WINDOW]
+               .reshape(len(segments), len(ch_names), n, config.WINDOW)
+               .transpose(0, 2, 1, 3).reshape(-1, len(ch_names), config.WINDOW))
+    starts = np.tile(inst.times[0] + np.arange(n) * config.WINDOW / config.SFREQ, len(segments))
+    return windows, starts
+
+
+def _check_duration(inst):
+    """Refuse data too short for one window at 250 Hz."""
+    sfreq = inst.info["sfreq"]
+    n_times = len(inst.times)
+    n_resampled = int(np.floor(n_times * config.SFREQ / sfreq + 1e-9))
+    if n_resampled < config.WINDOW:
+        what = "each epoch" if isinstance(inst, mne.BaseEpochs) else "the recording"
+        raise ValueError(
+            f"{what} is too short for one window: {n_times} samples at {sfreq:g} Hz "
+            f"({n_times / sfreq:.3g} s) give {n_resampled} samples at {config.SFREQ:g} Hz; "
+            f"the network needs {config.WINDOW} ({config.WINDOW / config.SFREQ:g} s)"
+        )
+
+
+def _montage_channels(inst, ch_names):
+    """A copy of ``inst`` with only the montage channels, named and ordered as the montage."""
+    by_key = {}
+    for name in inst.ch_names:
+        by_key.setdefault(name.casefold(), []).append(name)
+    missing = [ch for ch in ch_names if ch.casefold() not in by_key]
+    if missing:
+        raise ValueError(
+            f"the data lack {len(missing)} of the {len(ch_names)} montage channels the "
+            f"network needs (names matched ignoring letter case): {missing}"
+        )
+    clashes = [by_key[ch.casefold()] for ch in ch_names if len(by_key[ch.casefold()]) > 1]
+    if clashes:
+        raise ValueError(f"channel names must be unique ignoring letter case, got {clashes}")
+    found = [by_key[ch.casefold()][0] for ch in ch_names]
+    inst = inst.copy().pick(found).reorder_channels(found)
+    if not isinstance(inst, mne.Evoked):
+        inst.load_data()
+    inst.rename_channels({old: new for old, new in zip(found, ch_names) if old != new})
+    return inst
+
+
+def _interpolate_bads(inst):
+    """Interpolate the montage channels marked bad (in place); refuse without positions."""
+    bads = [ch for ch in inst.info["bads"] if ch in inst.ch_names]
+    if not bads:
+        return inst
+    positions = np.array([ch["loc"][:3] for ch in inst.info["chs"]])
+    unplaced = [name for name, pos in zip(inst.ch_names, positions)
+                if not np.isfinite(pos).all() or not pos.any()]
+    if unplaced:
+        raise ValueError(
+            f"info['bads'] marks montage channel(s) {bads} as bad, and they can only be "
+            f"interpolated from electrode positions, which the data lack for "
+            f"{len(unplaced)} channel(s) (first {unplaced[:5]}): set a montage first (for "
+            f"example MNE's template: raw.set_montage('fsaverage_1005', match_case=False)), "
+            f"or remove them from info['bads'] to use them as recorded"
+        )
+    has_head_points = any(d["kind"] != mne.io.constants.FIFF.FIFFV_POINT_CARDINAL
+                          for d in (inst.info["dig"] or []))
+    logger.info(f"Interpolating bad montage channel(s) {bads}")
+    inst.interpolate_bads(reset_bads=True, origin="auto" if has_head_points else (0, 0, 0.04))
+    return inst
+
+
+def _raw_windows(raw):
+    """Consecutive windows of a 250 Hz recording, without those overlapping BAD annotations."""
+    events = mne.make_fixed_length_events(raw, duration=config.WINDOW / config.SFREQ)
+    epochs = mne.Epochs(raw, events, tmin=0.0, tmax=(config.WINDOW - 1) / config.SFREQ,
+                        baseline=None, proj=False, reject_by_annotation=True, preload=True)
+    n_total = len(events)
+    if len(epochs) == 0:
+        raise ValueError(f"every one of the recording's {n_total} windows overlaps a BAD "
+                         f"annotation: nothing is left to localise")
+    if len(epochs) < n_total:
+        logger.info(f"{n_total - len(epochs)} of {n_total} windows overlap BAD annotations "
+                    f"and were left out")
+    starts = (epochs.events[:, 0] - raw.first_samp) / config.SFREQ
+    return epochs.get_data(), starts
 
 
 def _predict_mne(model, inst, batch_size):
-    from .headmodel import channel_names
-
     if model.vertices is None:
         raise ValueError("the model has no source space; load it with load_model()")
-    windows, tmin = windows_from_mne(inst, channel_names())
+    windows, starts = windows_from_mne(inst)
     y = predict(model, windows, batch_size=batch_size)
-    return mne.MixedSourceEstimate(y.T, model.vertices, tmin=tmin,
+    return mne.MixedSourceEstimate(y.T, model.vertices, tmin=float(starts[0]),
                                    tstep=config.WINDOW / config.SFREQ, subject="fsaverage")

@@ -143,6 +143,13 @@ def run_region(profile="paper", region="A", *, head=None, model=None, progress=T
     result : dict
         ``spec`` (the resolved region), ``params``, ``table`` (medians),
         ``per_window``, ``examples`` (maps), ``c``, ``seconds``.
+
+    Raises
+    ------
+    srclib.network.ModelNotFoundError
+        When the results must be computed, no ``model`` is passed and the
+        profile's network has not been trained (this function never trains
+        it; ``make book`` or :func:`srclib.network.train_model` does).
     """
     from .headmodel import head_for
     from .network import load_model, model_key

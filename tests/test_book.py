@@ -13,7 +13,7 @@ import sys
 import pandas as pd
 import pytest
 
-from srclib import config, metrics, results
+from srclib import book, config, metrics, results
 
 from srclib.regions import REGIONS
 
@@ -33,7 +33,8 @@ def built_book(tmp_path_factory):
 
 def test_build_reports_progress_and_location(built_book):
     root, stdout = built_book
-    assert "[10/10] 07_summary" in stdout
+    n = len(book.PAGES)
+    assert f"[{n}/{n}] {book.PAGES[-1].name}" in stdout
     assert f"The book is at {root / '_build' / 'html' / 'index.html'}" in stdout
 
 
@@ -60,11 +61,23 @@ def test_every_page_rendered(built_book):
     root, _ = built_book
     html = root / "_build/html"
     for page in ("book/intro", "book/discussion", "book/rerunning", "book/bibliography",
-                 "book/generated/01_head_model", "book/generated/07_summary"):
+                 "book/generated/01_head_model", "book/generated/07_summary",
+                 "book/generated/08_own_eeg"):
         assert (html / f"{page}.html").exists(), page
     summary = (html / "book/generated/07_summary.html").read_text()
     assert "Verdict" in summary
     assert summary.count("<table") >= 5
+
+
+def test_own_eeg_page_reports_the_distance_and_its_files(built_book):
+    root, _ = built_book
+    html = (root / "_build/html/book/generated/08_own_eeg.html").read_text()
+    assert "Traceback" not in html
+    assert re.search(r"peaks <strong>(<[^>]+>)*\d+(</[^>]+>)* mm</strong>", html)
+    for name in ("recording_raw.fif", "recording.edf", "estimate-vl.stc"):
+        assert f"data/quick/own_eeg/{name}" in html  # printed relative to the repository
+        assert (config.profile_dir("quick") / "own_eeg" / name).exists()
+    assert str(config.REPO_DATA.parent) not in html
 
 
 @pytest.mark.parametrize("region", REGIONS)

@@ -137,5 +137,5 @@ def test_mne_input_is_picked_by_name_and_resampled():
     windows, _ = network.windows_from_mne(raw, names)
     picked = raw.copy().pick(names).resample(250.0, verbose="error").get_data()
     assert np.allclose(windows[0], picked[:, :50])
-    with pytest.raises(ValueError, match="lack 1 montage channel"):
+    with pytest.raises(ValueError, match=r"lack 1 of the 64 montage channels.*\[.Cz.\]"):
         network.predict(model, raw.copy().drop_channels(["Cz"]))
