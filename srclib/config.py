@@ -120,6 +120,18 @@ def data_root():
     return Path(env) if env else REPO_DATA
 
 
+def shown_path(path):
+    """Return a path as printed to users: relative to the repository when inside it.
+
+    Pages and logs never show the absolute paths of the machine that built them.
+    """
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(REPO_DATA.parent).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def profile_dir(profile):
     """Return ``data/<profile>/``, creating it if needed."""
     path = data_root() / check_profile(profile)

@@ -311,7 +311,8 @@ def train_model(profile="paper", head=None, *, progress=True):
             cache.atomic_write_json(art.tmp / "model_card.json", card)
         shutil.rmtree(partial, ignore_errors=True)
         if progress:
-            print(f"network: trained in {card['training']['seconds']} s -> {folder}")
+            print(f"network: trained in {card['training']['seconds']} s -> "
+                  f"{config.shown_path(folder)}")
     return load_model(profile, head=head, train_if_missing=False)
 
 
