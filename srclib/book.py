@@ -50,6 +50,8 @@ BOOK_FILES = ("_config.yml", "_toc.yml", "book/intro.md", "book/discussion.md",
               "_static/custom.css")
 #: Arguments of the kernels that run the pages: the kernel's own start-up log stays quiet.
 KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
+#: Output type of Jupyter widgets.
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 #: The MathJax files the pages load (from the ``mathjax`` package's ``es5`` folder).
 MATHJAX_PARTS = ("tex-mml-chtml.js", "input", "output", "ui", "a11y", "adaptors")
 #: Where the build copies MathJax, relative to the book root (Sphinx's ``html_extra_path``).
@@ -256,8 +258,10 @@ def present_page(path, source, parameters):
 
     The notebook's own defaults cell and papermill's injected cell get the
     ``remove-cell`` tag; a markdown cell with :func:`settings_markdown` takes
-    their place on the page. The paths papermill records in the metadata
-    become the repository's relative names. Running it again changes nothing.
+    their place on the page. Progress bars drawn as widgets (``tqdm.auto``
+    with ipywidgets) are dropped: saved, they would show their first frame.
+    The paths papermill records in the metadata become the repository's
+    relative names. Running it again changes nothing.
     """
     import nbformat
 
@@ -270,6 +274,9 @@ def present_page(path, source, parameters):
     for i in marked:
         if "remove-cell" not in _tags(notebook.cells[i]):
             _tags(notebook.cells[i]).append("remove-cell")
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if not _is_widget(o)]
     # papermill records the absolute paths of the files it ran; keep the repository's names
     notebook.metadata.get("papermill", {}).update(input_path=f"notebooks/{source}",
                                                   output_path=config.shown_path(path))
@@ -281,6 +288,11 @@ def present_page(path, source, parameters):
     else:
         notebook.cells.insert(marked[-1] + 1, cell)
     _write_atomic(notebook, path)
+
+
+def _is_widget(output):
+    """Whether a notebook output is a Jupyter widget (a progress bar, frozen once saved)."""
+    return WIDGET_MIME in output.get("data", {})
 
 
 def binder_note(profile):
