@@ -1,22 +1,31 @@
 # One-command entry points. Each target creates .venv and installs the project
-# into it when missing (or when pyproject.toml changed).
+# into it when missing (or when pyproject.toml or constraints.txt changed), every
+# package held to the versions of constraints.txt.
 PROFILE ?= paper
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: book test bench clean clean-data
+.PHONY: book region test bench clean clean-data
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
 ## make book [PROFILE=paper|quick]: run every notebook with papermill, then build the HTML
 book: $(VENV)/.installed
 	$(PY) -m srclib.book --profile $(PROFILE)
+
+## make region REGION=D [SNR_DB=0] [SEED=3] [RADIUS_MM=20] [DURATION_S=60] [PROFILE=quick]:
+## run the region page once with other settings; the executed notebook goes to data/<profile>/runs/
+REGION_ARGS = $(if $(SNR_DB),--snr-db $(SNR_DB)) $(if $(SEED),--seed $(SEED)) \
+	$(if $(RADIUS_MM),--radius-mm $(RADIUS_MM)) $(if $(DURATION_S),--duration-s $(DURATION_S)) \
+	$(if $(COMPARTMENT),--compartment $(COMPARTMENT)) $(if $(CENTER_MNI),--center-mni "$(CENTER_MNI)")
+region: $(VENV)/.installed
+	@test -n "$(REGION)" || { echo "usage: make region REGION=D [SNR_DB=0] [SEED=3] ..."; exit 2; }
+	$(PY) -m srclib.book --profile $(PROFILE) --region "$(REGION)" $(REGION_ARGS)
 
 ## make test: the test suite (builds the quick profile's artifacts once, then reuses them)
 test: $(VENV)/.installed

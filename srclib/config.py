@@ -120,22 +120,20 @@ def data_root():
     return Path(env) if env else REPO_DATA
 
 
+def shown_path(path):
+    """Return a path as printed to users: relative to the repository when inside it.
+
+    Pages and logs never show the absolute paths of the machine that built them.
+    """
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(REPO_DATA.parent).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def profile_dir(profile):
     """Return ``data/<profile>/``, creating it if needed."""
     path = data_root() / check_profile(profile)
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def repo_relative(path):
-    """Return ``path`` relative to the repository when it lies inside it (for printing).
-
-    Outputs of the book show paths this way, so that they do not reveal the
-    folder of the machine that built it; a path outside the repository (a
-    ``SRCLIB_DATA_DIR`` elsewhere) is returned unchanged.
-    """
-    path = Path(path)
-    try:
-        return path.resolve().relative_to(REPO_DATA.parent)
-    except ValueError:
-        return path

@@ -40,6 +40,7 @@ import nibabel as nib
 import numpy as np
 from scipy import sparse
 from scipy.spatial import cKDTree
+from tqdm.auto import tqdm
 
 from . import cache, config
 
@@ -542,13 +543,28 @@ def build_head_model(folder, params, progress=True):
     t0 = time.perf_counter()
     folder = Path(folder)
     subjects_dir = folder / "subjects"
-    log = print if progress else (lambda *a, **k: None)
-    log("head model: writing fsaverage surfaces and the mixed source space")
+    with tqdm(total=len(BUILD_STAGES), desc="head model", unit="stage",
+              disable=not progress) as bar:
+        provenance = _build_stages(folder, subjects_dir, params, bar)
+    provenance["build_seconds"] = round(time.perf_counter() - t0, 1)
+    return provenance
+
+
+#: What ``build_head_model`` does, in order (one step of its progress bar each).
+BUILD_STAGES = ("source space", "BEM surfaces", "forward operators (OpenMEEG, MNE BEM)",
+                "dipole table")
+
+
+def _build_stages(folder, subjects_dir, params, bar):
+    """The body of :func:`build_head_model`; ``bar`` advances once per stage."""
+    bar.set_postfix_str(BUILD_STAGES[0])
     write_fsaverage_subject(subjects_dir)
     src, structure = mixed_source_space(
         subjects_dir, params["cortex_spacing"], params["subcortical_spacing_mm"]
     )
     mne.write_source_spaces(folder / "mixed-src.fif", src, overwrite=True, verbose="error")
+    bar.update()
+    bar.set_postfix_str(BUILD_STAGES[1])
     grade = max(params["bem_ico_inverse"], params["bem_ico_simulation"])
     surfaces = bem_surfaces(grade, params["skull_fraction"], params["skull_max_mm"])
     margins = nesting_margins(surfaces)
@@ -560,7 +576,8 @@ def build_head_model(folder, params, progress=True):
     if not points_inside(inner, rr).all():
         raise RuntimeError("some dipoles lie outside the inverse model's inner skull")
 
-    log("head model: inverse forward (OpenMEEG) and simulation forward (MNE BEM) in parallel")
+    bar.update()
+    bar.set_postfix_str(BUILD_STAGES[2])
     worker = _start_forward_worker(
         subjects_dir, folder / "mixed-src.fif", params["bem_ico_inverse"],
         params["conductivity_inverse"], "openmeeg", folder / "inverse-fwd.fif",
@@ -579,10 +596,13 @@ def build_head_model(folder, params, progress=True):
     if worker.returncode != 0:
         raise RuntimeError(f"the OpenMEEG forward computation failed:\n{err}")
     t_inv = float(out.strip().splitlines()[-1])
+    bar.update()
+    bar.set_postfix_str(BUILD_STAGES[3])
     _write_dipole_table(folder / "dipoles.csv", rr, structure)
     shutil.rmtree(subjects_dir)
     counts = {s: int((structure == s).sum()) for s in np.unique(structure)}
     n_tris = {w: 20 * 4 ** params[f"bem_ico_{w}"] for w in ("inverse", "simulation")}
+    bar.update()
     return dict(
         params=params,
         inverse=dict(solver="OpenMEEG " + importlib.metadata.version("openmeeg"),
@@ -596,7 +616,6 @@ def build_head_model(folder, params, progress=True):
         n_subcortical=int(len(rr) - counts["ctx-lh"] - counts["ctx-rh"]),
         counts=counts,
         nesting_margins_mm=[round(m * 1000, 2) for m in margins],
-        build_seconds=round(time.perf_counter() - t0, 1),
         machine=dict(platform=platform.platform(), cpus=os.cpu_count()),
         cache_version=_CACHE_VERSION,
     )
@@ -756,7 +775,7 @@ def load_head_model(profile="paper", *, progress=True, **overrides):
     profile : ``"paper"`` | ``"quick"``
         Parameter set from :mod:`srclib.config`.
     progress : bool
-        Print what is being built.
+        Show a progress bar over the build's stages (:data:`BUILD_STAGES`).
     **overrides
         Head-model parameters that replace the profile's (see
         ``srclib.config.PROFILES[profile]["headmodel"]``).
@@ -772,7 +791,8 @@ def load_head_model(profile="paper", *, progress=True, **overrides):
         with cache.ArtifactFolder(folder, key) as art:
             art.provenance.update(build_head_model(art.tmp, params, progress=progress))
         if progress:
-            print(f"head model: built in {art.provenance['build_seconds']} s -> {folder}")
+            print(f"head model: built in {art.provenance['build_seconds']} s -> "
+                  f"{config.shown_path(folder)}")
     return _read_head_model(folder, profile, params)
 
 

@@ -359,7 +359,7 @@ def train_model(profile="paper", head=None, *, progress=True):
         shutil.rmtree(partial, ignore_errors=True)
         if progress:
             print(f"network: trained in {card['training']['seconds']} s -> "
-                  f"{config.repo_relative(folder)}")
+                  f"{config.shown_path(folder)}")
     return load_model(profile, head=head, progress=progress)
 
 
@@ -411,7 +411,7 @@ def load_model(profile="paper", *, head=None, progress=True):
     if not cache.is_valid(folder, model_key(profile, head)):
         raise ModelNotFoundError(
             f"no trained network for profile {profile!r} and its current settings in "
-            f"{config.repo_relative(folder)} (loading never trains). "
+            f"{config.shown_path(folder)} (loading never trains). "
             f"Build it with {build_commands(profile)}."
         )
     with open(folder / "model_card.json") as fid:

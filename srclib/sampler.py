@@ -374,7 +374,8 @@ def load_training_set(profile="paper", head=None, *, progress=True):
             sparse.save_npz(art.tmp / "Y.npz", sparse.csr_matrix(Y))
             np.savez(art.tmp / "meta.npz", **meta)
         if progress:
-            print(f"training set: {len(X)} windows in {seconds:.1f} s -> {folder}")
+            print(f"training set: {len(X)} windows in {seconds:.1f} s -> "
+                  f"{config.shown_path(folder)}")
     X = np.load(folder / "X.npy")
     Y = sparse.load_npz(folder / "Y.npz").toarray()
     with np.load(folder / "meta.npz") as f:

@@ -6,6 +6,9 @@ runs reuse them). The book is built in a temporary root so that the
 repository's own book/generated and _build are left alone.
 """
 
+import html as html_text
+import json
+from pathlib import Path
 import re
 import subprocess
 import sys
@@ -33,9 +36,43 @@ def built_book(tmp_path_factory):
 
 def test_build_reports_progress_and_location(built_book):
     root, stdout = built_book
+    lines = stdout.strip().splitlines()
     n = len(book.PAGES)
-    assert f"[{n}/{n}] {book.PAGES[-1].name}" in stdout
-    assert f"The book is at {root / '_build' / 'html' / 'index.html'}" in stdout
+    assert lines[-3].startswith(f"[{n}/{n}] {book.PAGES[-1].name} ... executed in")
+    assert lines[-1] == f"The book is at {root / '_build' / 'html' / 'index.html'}"
+    # one line per page and for the HTML, not papermill's log of every cell
+    assert len(lines) <= len(book.PAGES) + 2, stdout
+    assert "Executing" not in stdout
+
+
+def test_pages_show_their_settings_once(built_book):
+    root, _ = built_book
+    page = json.loads((root / "book/generated/06_region_B.ipynb").read_text())
+    hidden = [c for c in page["cells"] if {"parameters", "injected-parameters"}
+              & set(c["metadata"].get("tags", []))]
+    assert len(hidden) == 2
+    assert all("remove-cell" in c["metadata"]["tags"] for c in hidden)
+    html = (root / "_build/html/book/generated/06_region_B.html").read_text()
+    assert html.count("Settings of this page:") == 1
+    text = html_text.unescape(re.sub(r"<[^>]+>", "", html))
+    assert "region = 'B'" in text and "profile = 'quick'" in text
+    assert 'region = "A"' not in text and 'region = "B"' not in text
+
+
+def test_equations_use_the_bundled_mathjax(built_book):
+    root, _ = built_book
+    html_root = root / "_build/html"
+    page = (html_root / "book/generated/05_metrics.html").read_text()
+    scripts = re.findall(r'<script[^>]+src="([^"?]*tex-mml-chtml\.js)[^"]*"', page)
+    assert scripts and all("://" not in s for s in scripts), scripts
+    assert (html_root / "book/generated" / scripts[0]).resolve().is_file()
+    assert "cdn.jsdelivr" not in page
+
+
+def test_pages_print_no_absolute_paths(built_book):
+    root, _ = built_book
+    for path in (root / "book/generated").glob("*.ipynb"):
+        assert str(config.REPO_DATA.parent) not in path.read_text(), path.name
 
 
 @pytest.mark.parametrize("region", REGIONS)
@@ -116,3 +153,85 @@ def test_region_notebook_stops_on_bad_parameters(tmp_path, params, message):
     with pytest.raises(papermill.PapermillExecutionError, match=message):
         papermill.execute_notebook(str(src), str(tmp_path / "out.ipynb"), parameters=params,
                                    kernel_name="python3", progress_bar=False)
+
+
+def test_help_notebook_describes_every_parameter(tmp_path):
+    import jupytext
+    import nbformat
+
+    src = tmp_path / "06_region.ipynb"
+    nbformat.write(jupytext.read(book.NOTEBOOKS / "06_region.md"), src)
+    proc = subprocess.run([str(Path(sys.executable).with_name("papermill")), "--help-notebook",
+                           str(src)], capture_output=True, text=True, check=True)
+    out = proc.stdout
+    for expected in ('profile: str (default "paper")', '"quick"', 'region: str (default "A")',
+                     '"B", "C", "D"', "radius_mm: Optional[float] (default None)", "200",
+                     "compartment: Optional[str] (default None)", '"subcortical"',
+                     "snr_db: Optional[float]", "-40 to 60", "seed: Optional[int]",
+                     "center_mni: Optional[list[float]]", "duration_s: Optional[float]"):
+        assert expected in out, expected
+
+
+@pytest.mark.parametrize("page", sorted({p.source for p in book.PAGES}))
+def test_every_parameter_is_typed_and_explained(page):
+    declared = book.notebook_parameters(page)
+    assert "profile" in declared
+    for name, p in declared.items():
+        assert p["inferred_type_name"] not in ("", "None"), name
+        assert len(p["help"]) > 15, name
+
+
+def test_unknown_parameter_is_refused_by_name(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        book.main(["--profile", "quick", "--region", "D", "-p", "radius", "20"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown parameter 'radius'" in err
+    assert "allowed: profile, region, center_mni, radius_mm" in err
+    with pytest.raises(ValueError, match="unknown parameter 'regoin'"):
+        book.check_parameters("07_summary.md", {"profile": "quick", "regoin": "A"})
+    with pytest.raises(SystemExit):
+        book.main(["--run", "99_nothing"])
+    assert "notebook must be one of" in capsys.readouterr().err
+
+
+def test_run_names_are_plain_file_names():
+    assert book.run_name("06_region", {"profile": "quick", "region": "D", "snr_db": 0}) \
+        == "06_region_region-D_snr_db-0.ipynb"
+    name = book.run_name("06_region", {"region": "../../etc", "center_mni": "[1, 2, 3]"})
+    assert "/" not in name and not name.startswith(".")
+    assert len(book.run_name("06_region", {"region": "x" * 500})) <= 127
+    assert book.parse_value("0") == 0 and book.parse_value("2.5") == 2.5
+    assert book.parse_value("None") is None and book.parse_value("cortex") == "cortex"
+
+
+def test_pages_prepared_for_binder_run_the_quick_profile(tmp_path):
+    book.main(["--prepare-only", "--root", str(tmp_path), "--only", "06_region_B"])
+    page = json.loads((tmp_path / "book/generated/06_region_B.ipynb").read_text())
+    cells = page["cells"]
+    assert "".join(cells[0]["source"]).startswith("# Region B")
+    note = "".join(cells[1]["source"])
+    assert "quick" in note and "differ from the book's" in note
+    injected = next(c for c in cells if "injected-parameters" in c["metadata"].get("tags", []))
+    assert 'profile = "quick"' in "".join(injected["source"])
+    assert not any(c["outputs"] for c in cells if c["cell_type"] == "code")
+
+
+@pytest.mark.slow
+def test_one_region_run_with_other_settings(capsys):
+    book.main(["--profile", "quick", "--region", "D", "--snr-db", "0", "--duration-s", "2"])
+    out = capsys.readouterr().out
+    path = re.search(r"the executed notebook is (\S+)", out).group(1)
+    runs = config.profile_dir("quick") / "runs"
+    executed = runs / "06_region_region-D_snr_db-0.0_duration_s-2.0.ipynb"
+    assert path == config.shown_path(executed) and executed.exists()
+    cells = json.loads(executed.read_text())["cells"]
+    injected = next(c for c in cells if "injected-parameters" in c["metadata"].get("tags", []))
+    assert "snr_db = 0.0" in "".join(injected["source"])
+    assert "Traceback" not in executed.read_text()
+    files = "".join("".join(o.get("data", {}).get("text/markdown", ""))
+                    for c in cells if c["cell_type"] == "code" for o in c["outputs"])
+    name = re.search(r"results/(region_D_\S+?)\.csv", files).group(1)
+    assert name != "region_D"  # never the book's own file
+    table = pd.read_csv(config.profile_dir("quick") / "results" / f"{name}.csv")
+    assert list(table["method"]) == list(results.METHODS)
