@@ -136,6 +136,7 @@ def run_page(page, profile, prepare_only=False, force=False, root=ROOT):
         ``"cached"``, ``"executed"`` or ``"prepared"``.
     """
     with build_lock(root, profile):
+        remove_leftovers(root)
         generated = Path(root) / "book" / "generated"
         out = generated / f"{page.name}.ipynb"
         key = build_key(page, profile)
@@ -145,7 +146,6 @@ def run_page(page, profile, prepare_only=False, force=False, root=ROOT):
         if unchanged and not force and not prepare_only:
             return "cached"
         generated.mkdir(parents=True, exist_ok=True)
-        remove_leftovers(root)
         with _scratch_folder() as scratch:
             executed = _execute(page, profile, scratch, prepare_only)
         if not prepare_only:
@@ -180,7 +180,6 @@ def _execute(page, profile, scratch, prepare_only):
 @contextmanager
 def _scratch_folder():
     """A private temporary folder outside the book, named after this process, then removed."""
-    cache.remove_stale(tempfile.gettempdir(), prefix=_SCRATCH)
     path = tempfile.mkdtemp(prefix=f".{_SCRATCH}.tmp-{os.getpid()}-")
     try:
         yield path
@@ -205,15 +204,18 @@ def _write_notebook(notebook, out):
 
 
 def remove_leftovers(root=ROOT):
-    """Remove what killed builds left in ``root/book/generated``.
+    """Remove what killed builds left behind.
 
-    Temporaries of dead processes (``.<page>.ipynb.tmp-<pid>``), and the hidden
-    ``.<page>.input.ipynb`` / ``.<page>.output.ipynb`` of builders before this
-    one (they kept them in the source tree, where Sphinx then found pages
-    outside the table of contents). Call it holding :func:`build_lock`.
+    In ``root/book/generated``: temporaries of dead processes
+    (``.<page>.ipynb.tmp-<pid>``), and the hidden ``.<page>.input.ipynb`` /
+    ``.<page>.output.ipynb`` of builders before this one (they kept them in
+    the source tree, where Sphinx then found pages outside the table of
+    contents). In the system's temporary folder: the scratch folders of dead
+    builds. Call it holding :func:`build_lock`.
     """
     generated = Path(root) / "book" / "generated"
-    removed = cache.remove_stale(generated)
+    removed = cache.remove_stale(generated) + cache.remove_stale(tempfile.gettempdir(),
+                                                                prefix=_SCRATCH)
     for pattern in (".*.input.ipynb", ".*.output.ipynb"):
         for path in generated.glob(pattern):
             path.unlink(missing_ok=True)
