@@ -24,13 +24,22 @@ and the results it reads) and the files it wrote are still as it left them.
 Heavy intermediate results (head model, training set, network, region
 results) are cached separately by srclib, so even a re-executed notebook
 reuses them.
+
+Builds survive kills and each other: papermill's working notebooks live in a
+private temporary folder outside the book's source tree, an executed page
+replaces the previous one atomically, and each page runs under a lock of the
+book root and of the profile (a second build waits, says so, and then finds
+the pages the first one executed). What a killed build left behind is
+removed by the next one.
 """
 
 import argparse
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 import re
 import shutil
@@ -39,7 +48,7 @@ import sys
 import tempfile
 import time
 
-from . import config
+from . import cache, config
 from .regions import REGIONS, load_regions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,50 +146,120 @@ def _stored(path):
 def run_page(page, profile, prepare_only=False, force=False, root=ROOT):
     """Execute one page with papermill unless its build key is unchanged.
 
-    The executed notebook is written to ``root/book/generated/<name>.ipynb``.
+    The executed notebook is written to ``root/book/generated/<name>.ipynb``
+    (atomically: a killed run leaves the previous page or none). Papermill's
+    input and output notebooks live in a private temporary folder outside
+    the book's source tree, removed afterwards (or, after a kill, by the next
+    run). The page runs under the locks of the book root and of the profile
+    (:func:`build_lock`): a concurrent build waits, then finds the page
+    executed.
 
     Returns
     -------
     status : str
         ``"cached"``, ``"executed"`` or ``"prepared"``.
     """
+    with build_lock(root, profile):
+        remove_leftovers(root)
+        generated = Path(root) / "book" / "generated"
+        out = generated / f"{page.name}.ipynb"
+        key = build_key(page, profile)
+        stored = _stored(out)
+        unchanged = (stored.get("build_key") == key
+                     and stored.get("products") == _products_hash(page, profile))
+        if unchanged and not force and not prepare_only:
+            return "cached"
+        generated.mkdir(parents=True, exist_ok=True)
+        with _scratch_folder() as scratch:
+            executed = _execute(page, profile, scratch, prepare_only)
+        if not prepare_only:
+            executed.metadata["srclib"] = dict(build_key=key, profile=profile,
+                                               products=_products_hash(page, profile))
+        _write_notebook(executed, out)
+    return "prepared" if prepare_only else "executed"
+
+
+def _execute(page, profile, scratch, prepare_only):
+    """Run a page's notebook with papermill in ``scratch``; return the executed notebook."""
     import jupytext
     import nbformat
     import papermill
 
-    generated = Path(root) / "book" / "generated"
-    out = generated / f"{page.name}.ipynb"
-    key = build_key(page, profile)
-    stored = _stored(out)
-    unchanged = (stored.get("build_key") == key
-                 and stored.get("products") == _products_hash(page, profile))
-    if unchanged and not force and not prepare_only:
-        return "cached"
-    generated.mkdir(parents=True, exist_ok=True)
     notebook = jupytext.read(NOTEBOOKS / page.source)
     if page.title:
         _set_title(notebook, page.title)
     notebook.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3",
                                                 "language": "python"})
-    src = generated / f".{page.name}.input.ipynb"
-    tmp = generated / f".{page.name}.output.ipynb"
+    src = Path(scratch) / f"{page.name}.input.ipynb"
+    tmp = Path(scratch) / f"{page.name}.output.ipynb"
     nbformat.write(notebook, src)
+    papermill.execute_notebook(
+        str(src), str(tmp), parameters=dict(page.parameters, profile=profile),
+        kernel_name="python3", cwd=str(NOTEBOOKS), prepare_only=prepare_only,
+        log_output=not prepare_only, progress_bar=False, extra_arguments=KERNEL_ARGS,
+    )
+    return nbformat.read(tmp, as_version=4)
+
+
+@contextmanager
+def _scratch_folder():
+    """A private temporary folder outside the book, named after this process, then removed."""
+    path = tempfile.mkdtemp(prefix=f".{_SCRATCH}.tmp-{os.getpid()}-")
     try:
-        papermill.execute_notebook(
-            str(src), str(tmp), parameters=dict(page.parameters, profile=profile),
-            kernel_name="python3", cwd=str(NOTEBOOKS), prepare_only=prepare_only,
-            log_output=not prepare_only, progress_bar=False, extra_arguments=KERNEL_ARGS,
-        )
-        executed = nbformat.read(tmp, as_version=4)
-        if not prepare_only:
-            executed.metadata["srclib"] = dict(build_key=key, profile=profile,
-                                               products=_products_hash(page, profile))
-        nbformat.write(executed, tmp)
-        tmp.replace(out)
+        yield path
     finally:
-        src.unlink(missing_ok=True)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+_SCRATCH = "srclib-book"
+
+
+def _write_notebook(notebook, out):
+    """Write a notebook atomically, through a temporary name no Sphinx builder reads."""
+    import nbformat
+
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        nbformat.write(notebook, tmp)
+        os.replace(tmp, out)
+    except BaseException:
         tmp.unlink(missing_ok=True)
-    return "prepared" if prepare_only else "executed"
+        raise
+
+
+def remove_leftovers(root=ROOT):
+    """Remove what killed builds left behind.
+
+    In ``root/book/generated``: temporaries of dead processes
+    (``.<page>.ipynb.tmp-<pid>``), and the hidden ``.<page>.input.ipynb`` /
+    ``.<page>.output.ipynb`` of builders before this one (they kept them in
+    the source tree, where Sphinx then found pages outside the table of
+    contents). In the system's temporary folder: the scratch folders of dead
+    builds. Call it holding :func:`build_lock`.
+    """
+    generated = Path(root) / "book" / "generated"
+    removed = cache.remove_stale(generated) + cache.remove_stale(tempfile.gettempdir(),
+                                                                prefix=_SCRATCH)
+    for pattern in (".*.input.ipynb", ".*.output.ipynb"):
+        for path in generated.glob(pattern):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+@contextmanager
+def build_lock(root, profile):
+    """Hold the locks of a book root and of a profile's data while building a page.
+
+    A second build of the same root or profile waits here (and prints
+    ``waiting for another build of ... (pid N)``); locks are taken in one
+    order (root, then profile), so two builds never wait for each other.
+    """
+    root = Path(root).absolute()
+    data = config.profile_dir(profile)
+    with cache.locked(root / "book" / "generated" / ".build.lock", f"build of the book in {root}"), \
+            cache.locked(data / ".build.lock", f"build of profile {profile!r} in {data}"):
+        yield
 
 
 def _set_title(notebook, title):
@@ -439,17 +518,23 @@ def build_html(root=ROOT, quiet=True):
 
     Warnings and unresolved references (Sphinx's nitpicky mode) are errors.
     With ``quiet``, Sphinx's own log is shown only when the build fails.
+    Runs under the book root's lock (a concurrent page execution or render
+    of the same root waits), after removing what killed builds left among
+    the pages.
     """
-    bundle_mathjax(root)
+    root = Path(root).absolute()
     # --all: a full rebuild, so that warnings of unchanged pages are reported too.
     cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(root), "--all",
            "--builder", "html", "-W", "-n", "--keep-going"]
-    proc = subprocess.run(cmd, capture_output=quiet, text=True)
+    with cache.locked(root / "book" / "generated" / ".build.lock", f"build of the book in {root}"):
+        remove_leftovers(root)
+        bundle_mathjax(root)
+        proc = subprocess.run(cmd, capture_output=quiet, text=True)
     if proc.returncode != 0:
         if quiet:
             print(proc.stdout[-6000:], proc.stderr[-6000:], sep="\n", file=sys.stderr)
         raise subprocess.CalledProcessError(proc.returncode, cmd)
-    return Path(root) / "_build" / "html" / "index.html"
+    return root / "_build" / "html" / "index.html"
 
 
 #: Options of a region run, as (option, parameter of the region notebook, type).

@@ -24,15 +24,20 @@ All coordinates handled by this module are fsaverage MRI coordinates
 (MNI305 space) in metres unless a name says ``_mm``.
 """
 
+import ctypes
+import ctypes.util
 from dataclasses import dataclass, field
+import importlib
 import importlib.metadata
 import json
 import os
 from pathlib import Path
 import platform
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import mne
@@ -503,17 +508,85 @@ def _forward_to_file(subjects_dir, src_file, grade, conductivity, solver, out_fi
 
 def _start_forward_worker(*args):
     """Run :func:`_forward_to_file` in a fresh Python process (returns the Popen)."""
-    code = (
-        "import json, sys; from srclib.headmodel import _forward_to_file; "
-        "print(_forward_to_file(*json.loads(sys.argv[1])))"
-    )
+    return start_worker("srclib.headmodel._forward_to_file", *args)
+
+
+def start_worker(function, *args):
+    """Run ``function(*args)`` in a fresh Python process that dies with this one.
+
+    The worker ends as soon as this process does, even when this one is
+    killed with SIGKILL (see :func:`die_with_parent`), so that it never goes
+    on writing into a folder nobody will use.
+
+    Parameters
+    ----------
+    function : str
+        Dotted name of a module-level function, e.g.
+        ``"srclib.headmodel._forward_to_file"``.
+    *args
+        JSON-serialisable arguments (paths are passed as text).
+
+    Returns
+    -------
+    worker : subprocess.Popen
+        Text pipes; the last line of its standard output is ``function(*args)``.
+    """
+    code = "import sys; from srclib.headmodel import _worker_main; _worker_main(*sys.argv[1:])"
     args = json.dumps([str(a) if isinstance(a, Path) else a for a in args])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]))
     return subprocess.Popen(
-        [sys.executable, "-c", code, args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env,
+        [sys.executable, "-c", code, str(os.getpid()), function, args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
+
+
+def _worker_main(parent_pid, function, args):
+    """Body of a :func:`start_worker` process."""
+    die_with_parent(int(parent_pid))
+    module, _, name = function.rpartition(".")
+    print(getattr(importlib.import_module(module), name)(*json.loads(args)))
+
+
+def die_with_parent(parent_pid):
+    """Make this process end when its parent, ``parent_pid``, ends.
+
+    On Linux the kernel sends SIGKILL to this process when its parent dies
+    (``prctl(PR_SET_PDEATHSIG)``); a parent that already died before that
+    call is caught by checking ``os.getppid()`` right after it. Elsewhere, or
+    when ``prctl`` is unavailable, a daemon thread polls ``os.getppid()``
+    every half second and exits when the process has been re-parented.
+
+    Returns
+    -------
+    how : ``"prctl"`` | ``"watchdog"``
+    """
+    if _set_parent_death_signal():
+        if os.getppid() != parent_pid:
+            os._exit(1)
+        return "prctl"
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    return "watchdog"
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _set_parent_death_signal():
+    """Ask Linux to SIGKILL this process when its parent dies; False if not possible."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent_pid, interval=0.5):
+    while os.getppid() == parent_pid:
+        time.sleep(interval)
+    os._exit(1)
 
 
 def _head_model_params(profile, overrides):
@@ -593,6 +666,7 @@ def _build_stages(folder, subjects_dir, params, bar):
     finally:
         if worker.poll() is None:
             worker.kill()
+            worker.wait()
     if worker.returncode != 0:
         raise RuntimeError(f"the OpenMEEG forward computation failed:\n{err}")
     t_inv = float(out.strip().splitlines()[-1])

@@ -14,11 +14,20 @@ scores every window with the six metrics, and writes
   truth.
 
 A rerun with the same parameters, head model and network reads these files
-instead of recomputing them (the key is stored in ``region_<X>.json``).
+instead of recomputing them. ``region_<X>.json``, written last, stores the
+key (the hash of the parameters, the head model and the network's weights)
+and the size and SHA-256 of the three files; a file that no longer matches
+is recomputed by :func:`run_region` and refused by :func:`load_region`.
+
+Results are keyed by the network that produced them: a network passed to
+:func:`run_region` that is not the profile's trained one (other weights)
+writes files tagged ``_model<hash>``, and never those the book shows.
 """
 
+import hashlib
 import json
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -29,7 +38,7 @@ from . import cache, config, metrics, regions, solvers
 #: Every row of a region table, in the paper's order.
 METHODS = ("Random", "Perfect", "LSTM") + solvers.SOLVERS
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: keyed by the network's weights
 
 
 def region_parameters(profile, region="A", *, center_mni=None, radius_mm=None,
@@ -131,8 +140,14 @@ def run_region(profile="paper", region="A", *, head=None, model=None, progress=T
     region : str
         ``"A"``-``"D"`` or a custom name (then pass ``center_mni``,
         ``radius_mm`` and ``compartment``).
-    head, model : optional
-        Already loaded head model and network.
+    head : HeadModel | None
+        Already loaded head model.
+    model : SourceLSTM | None
+        The network to evaluate; None means the profile's trained network
+        (trained first if needed). Results are keyed by the network's weights
+        (:func:`model_identity`): a network other than the profile's trained
+        one writes files tagged ``_model<hash>`` and never reads or replaces
+        the book's.
     progress : bool
     **kwargs
         ``center_mni``, ``radius_mm``, ``compartment``, ``snr_db``, ``seed``,
@@ -142,7 +157,8 @@ def run_region(profile="paper", region="A", *, head=None, model=None, progress=T
     -------
     result : dict
         ``spec`` (the resolved region), ``params``, ``table`` (medians),
-        ``per_window``, ``examples`` (maps), ``c``, ``seconds``.
+        ``per_window``, ``examples`` (maps), ``c``, ``seconds``, ``model``
+        (the network's identity, and whether it is the profile's trained one).
 
     Raises
     ------
@@ -152,38 +168,110 @@ def run_region(profile="paper", region="A", *, head=None, model=None, progress=T
         it; ``make book`` or :func:`srclib.network.train_model` does).
     """
     from .headmodel import head_for
-    from .network import load_model, model_key
 
     params = region_parameters(profile, region, **kwargs)
     head = head_for(profile, head, progress=progress)
     spec = regions.resolve_region(head, region, center_mni=params["center_mni"],
                                      radius_mm=params["radius_mm"],
                                      compartment=params["compartment"])
+    model, network = _network_for(profile, head, model, progress)
     folder = config.profile_dir(profile) / "results"
-    name = result_name(params)
+    name = result_name(params) + ("" if network["trained"] else f"_model{network['identity'][:12]}")
     key = cache.params_key(dict(params=params, spec=spec, head=head.provenance["key"],
-                                model=model_key(profile, head), version=_CACHE_VERSION))
-    products = [folder / f"{name}{suffix}" for suffix in (".csv", "_windows.csv", "_maps.npz")]
-    stored = cache.read_json(folder / f"{name}.json") or {}
-    if stored.get("key") != key or not all(p.exists() for p in products):
-        t0 = time.perf_counter()
-        if model is None:  # only needed when the results are (re)computed
-            model = load_model(profile, head=head, progress=progress)
-        eeg, c, center = regions.region_recording(
-            head, region, params["duration_s"], params["snr_db"], params["seed"],
-            order=params["order"], center_mni=params["center_mni"],
-            radius_mm=params["radius_mm"], compartment=params["compartment"],
-        )
-        per_window, examples, seconds = evaluate_recording(
-            head, model, eeg, c, center, seed=params["seed"], progress=progress)
-        table = metrics.summarize(per_window)
-        _save(folder, name, key, params, spec, per_window, table, examples, c, seconds,
-              time.perf_counter() - t0)
-    return load_region(profile, name)
+                                model=network["identity"], version=_CACHE_VERSION))
+    with cache.locked(folder / f".{name}.lock", f"run of {name} (profile {profile})"):
+        if not _stored_results_match(folder, name, key):
+            t0 = time.perf_counter()
+            eeg, c, center = regions.region_recording(
+                head, region, params["duration_s"], params["snr_db"], params["seed"],
+                order=params["order"], center_mni=params["center_mni"],
+                radius_mm=params["radius_mm"], compartment=params["compartment"],
+            )
+            per_window, examples, seconds = evaluate_recording(
+                head, model, eeg, c, center, seed=params["seed"], progress=progress)
+            table = metrics.summarize(per_window)
+            _save(folder, name, dict(key=key, params=params, spec=spec, model=network),
+                  per_window, table, examples, c, dict(seconds, total=time.perf_counter() - t0))
+        return load_region(profile, name)
 
 
-def _save(folder, name, key, params, spec, per_window, table, examples, c, seconds, total):
+def model_identity(model):
+    """SHA-256 of a network's architecture and weights: the identity its results are keyed by.
+
+    Two networks with the same architecture and the same weights (bit for
+    bit) have the same identity, whatever their history; any change of a
+    weight changes it. It is computed afresh on every call (a fraction of a
+    second for the paper's 23 million parameters), so a network trained
+    further in place is never mistaken for its earlier self.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+
+    Returns
+    -------
+    identity : str
+        64 hexadecimal digits.
+    """
+    import torch
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps(getattr(model, "architecture", None), sort_keys=True).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:".encode())
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+def _network_for(profile, head, model, progress):
+    """The network a region run evaluates, and its identity.
+
+    Returns
+    -------
+    model : SourceLSTM
+    network : dict
+        ``identity`` (:func:`model_identity`) and ``trained``: whether it is
+        the profile's trained network (same weights).
+    """
+    from .network import load_model
+
+    if model is None:
+        model = load_model(profile, head=head, progress=progress)
+        return model, dict(identity=model_identity(model), trained=True)
+    identity = model_identity(model)
+    try:
+        trained = load_model(profile, head=head, progress=progress)
+    except FileNotFoundError:  # no trained network yet: the one passed cannot be it
+        trained = None
+    is_trained = trained is not None and model_identity(trained) == identity
+    return model, dict(identity=identity, trained=is_trained)
+
+
+def _stored_results_match(folder, name, key):
+    """True when ``name``'s stored results were computed with ``key`` and are intact.
+
+    Results computed with other settings are silently recomputed; results
+    whose files were altered since they were written are recomputed with a
+    :class:`srclib.cache.CacheWarning`.
+    """
+    meta = cache.read_json(folder / f"{name}.json")
+    if meta is None or meta.get("key") != key:
+        return False
+    problems = cache.check_files(folder, meta.get("files"), folder / f"{name}.json")
+    if problems:
+        warnings.warn("; ".join(problems) + "; recomputing them",
+                      cache.CacheWarning, stacklevel=3)
+    return not problems
+
+
+def _product_names(name):
+    return [f"{name}.csv", f"{name}_windows.csv", f"{name}_maps.npz"]
+
+
+def _save(folder, name, meta, per_window, table, examples, c, seconds):
     folder.mkdir(parents=True, exist_ok=True)
+    cache.remove_stale(folder)
     cache.atomic_save(folder / f"{name}_windows.csv",
                       lambda p: per_window.to_csv(p, index=False, float_format="%.6g"))
     cache.atomic_save(folder / f"{name}.csv",
@@ -192,10 +280,11 @@ def _save(folder, name, key, params, spec, per_window, table, examples, c, secon
         p, c=c.astype(np.float32), methods=np.array(list(examples)),
         windows=np.array([e["window"] for e in examples.values()]),
         maps=np.stack([e["map"] for e in examples.values()])))
-    # Written last: the marker that the three files above belong together.
+    # Written last: the marker that the three files above belong together, with
+    # what each must contain.
     cache.atomic_write_json(folder / f"{name}.json", dict(
-        key=key, params=params, spec=spec, seconds=dict(seconds, total=total),
-        n_windows=int(per_window["window"].max() + 1)))
+        meta, seconds=seconds, n_windows=int(per_window["window"].max() + 1),
+        files=cache.record_files(folder, _product_names(name))))
 
 
 def load_region(profile, region):
@@ -206,21 +295,52 @@ def load_region(profile, region):
     profile : str
     region : str
         ``"A"``-``"D"``, or the stem of a re-run's files (``"region_D_snr0"``).
+
+    Raises
+    ------
+    FileNotFoundError
+        No results of that name.
+    srclib.cache.ArtifactError
+        A file differs from what was written (truncated, edited); the message
+        names it and the command that recomputes it.
     """
     folder = config.profile_dir(profile) / "results"
     name = region if region.startswith("region_") else f"region_{region}"
-    with open(folder / f"{name}.json") as fid:
-        meta = json.load(fid)
+    meta = cache.read_json(folder / f"{name}.json")
+    if meta is None:
+        raise FileNotFoundError(f"no readable results {folder / name}.json: compute them with "
+                                f"{_rebuild_command(profile, name, {})}")
+    cache.require_files(folder, meta.get("files"), _rebuild_command(profile, name, meta),
+                        marker=folder / f"{name}.json")
     with np.load(folder / f"{name}_maps.npz") as f:
         examples = {str(m): dict(window=int(w), map=f["maps"][i])
                     for i, (m, w) in enumerate(zip(f["methods"], f["windows"]))}
         c = f["c"].astype(float)
     return dict(
         name=name, spec=meta["spec"], params=meta["params"], seconds=meta["seconds"],
-        n_windows=meta["n_windows"], c=c, examples=examples,
+        n_windows=meta["n_windows"], c=c, examples=examples, model=meta.get("model"),
         table=pd.read_csv(folder / f"{name}.csv", index_col="method"),
         per_window=pd.read_csv(folder / f"{name}_windows.csv"),
     )
+
+
+def _rebuild_command(profile, name, meta):
+    """The command that (re)computes the results ``name``, for error messages."""
+    params = meta.get("params")
+    if params is None:
+        region = name.removeprefix("region_")
+        if region in regions.REGIONS:
+            return f"`python -m srclib.book --profile {profile}`"
+        return f"`srclib.results.run_region({profile!r}, ...)` with the settings of {name}"
+    defaults = region_parameters(profile, params["region"])
+    options = "".join(f", {k}={v!r}" for k, v in params.items()
+                      if k not in ("profile", "region", "order") and v is not None
+                      and v != defaults.get(k))
+    trained = (meta.get("model") or {}).get("trained", True)
+    if trained and not options and params["region"] in regions.REGIONS:
+        return f"`python -m srclib.book --profile {profile}` (it re-executes the page)"
+    model = "" if trained else ", model=<the same network>"
+    return f"`srclib.results.run_region({profile!r}, {params['region']!r}{options}{model})`"
 
 
 def paper_table(region):

@@ -8,15 +8,20 @@ repository's own book/generated and _build are left alone.
 
 import html as html_text
 import json
+import os
 from pathlib import Path
 import re
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 
 import pandas as pd
+import psutil
 import pytest
 
-from srclib import book, config, metrics, results
+from srclib import book, cache, config, metrics, results
 
 from srclib.regions import REGIONS
 
@@ -235,3 +240,89 @@ def test_one_region_run_with_other_settings(capsys):
     assert name != "region_D"  # never the book's own file
     table = pd.read_csv(config.profile_dir("quick") / "results" / f"{name}.csv")
     assert list(table["method"]) == list(results.METHODS)
+
+
+def _hidden(root):
+    """Hidden files among the pages, other than the build lock."""
+    generated = root / "book" / "generated"
+    return sorted(p.name for p in generated.iterdir()
+                  if p.name.startswith(".") and p.name != ".build.lock")
+
+
+def _all_end(processes, timeout):
+    """Wait until every process has ended (or is a zombie nobody reaped)."""
+    def running(proc):
+        try:
+            return proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + timeout
+    while any(running(p) for p in processes):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _book_command(root, *options):
+    return [sys.executable, "-m", "srclib.book", "--profile", "quick", "--root", str(root),
+            *options]
+
+
+def test_no_build_temporaries_among_the_pages(built_book):
+    root, _ = built_book
+    assert _hidden(root) == []
+
+
+def test_leftovers_of_killed_builds_are_removed(tmp_path):
+    generated = tmp_path / "book" / "generated"
+    generated.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = [".06_region_B.input.ipynb", ".07_summary.output.ipynb",
+             f".01_head_model.ipynb.tmp-{dead}"]
+    kept = ["01_head_model.ipynb", f".02_simulator.ipynb.tmp-{os.getppid()}"]
+    for name in stale + kept:
+        (generated / name).write_text("{}")
+    book.remove_leftovers(tmp_path)
+    assert sorted(p.name for p in generated.iterdir()) == sorted(kept)
+
+
+@pytest.mark.slow
+def test_a_killed_forced_build_then_a_plain_build_succeeds(built_book):
+    root, _ = built_book
+    killed = subprocess.Popen(_book_command(root, "--force", "--no-html"),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in killed.stdout:  # kill it while it executes the second page
+        if line.startswith("[2/10] 02_simulator ..."):
+            break
+    time.sleep(8)
+    helpers = psutil.Process(killed.pid).children(recursive=True)  # the page's kernel, ...
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait() == -signal.SIGKILL  # killed, not finished
+    assert helpers
+    assert _all_end(helpers, timeout=60), "helpers outlived the killed build"
+    plain = subprocess.run(_book_command(root), capture_output=True, text=True)
+    assert plain.returncode == 0, plain.stdout[-3000:] + plain.stderr[-3000:]
+    assert "The book is at" in plain.stdout
+    assert _hidden(root) == []
+    leftovers = [p for p in Path(tempfile.gettempdir()).glob(".srclib-book.tmp-*")
+                 if cache.temporary_owner(p.name) == killed.pid]
+    assert leftovers == []
+
+
+@pytest.mark.slow
+def test_two_builds_at_once_both_succeed(built_book, tmp_path):
+    pages = ["01_head_model", "06_region_A", "07_summary"]
+    command = _book_command(tmp_path, "--no-html", "--only", *pages)
+    builds = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True) for _ in range(2)]
+    outputs = [b.communicate(timeout=1800)[0] for b in builds]
+    assert [b.returncode for b in builds] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert any(re.search(r"waiting for another build of .* \(pid \d+\)", out) for out in outputs)
+    for page in pages:  # each page executed once, by one build; the other found it done
+        statuses = sorted(re.search(rf"\] {page}: (\w+) in", out).group(1) for out in outputs)
+        assert statuses == ["cached", "executed"], page
+        assert book._stored(tmp_path / "book" / "generated" / f"{page}.ipynb")["build_key"]
+    assert _hidden(tmp_path) == []

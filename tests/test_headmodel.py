@@ -170,7 +170,8 @@ def test_interrupted_build_leaves_nothing_trusted(tmp_path, monkeypatch):
         headmodel.load_head_model("quick", progress=False)
     folder = tmp_path / "quick" / "headmodel"
     assert not folder.exists()
-    assert not any(p.name.endswith(".tmp") for p in (tmp_path / "quick").iterdir())
+    left = [p.name for p in (tmp_path / "quick").iterdir() if not p.name.endswith(".lock")]
+    assert left == []
 
 
 def test_corrupt_provenance_is_not_trusted(tmp_path):
@@ -178,9 +179,12 @@ def test_corrupt_provenance_is_not_trusted(tmp_path):
     folder.mkdir()
     (folder / "provenance.json").write_text("{ not json")
     assert not cache.is_valid(folder, "abc")
-    cache.atomic_write_json(folder / "provenance.json", {"key": "abc"})
+    cache.atomic_write_json(folder / "provenance.json", {"key": "abc", "files": {}})
     assert cache.is_valid(folder, "abc")
-    assert json.loads((folder / "provenance.json").read_text()) == {"key": "abc"}
+    assert json.loads((folder / "provenance.json").read_text()) == {"key": "abc", "files": {}}
+    # Without a record of its files (an older version's folder), it is not trusted.
+    cache.atomic_write_json(folder / "provenance.json", {"key": "abc"})
+    assert not cache.is_valid(folder, "abc")
 
 
 def test_average_referenced_leadfield(head):
