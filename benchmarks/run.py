@@ -158,10 +158,10 @@ benchmark("training_contention", "beside a busy process <= 2x alone")("""
     import json, subprocess, sys, time
     policy = sys.argv[1]
     if policy == "pytorch_default":
-        import torch
+        import torch  # loaded before srclib: OpenMP's default (spinning) wait policy
+    from srclib import config, network
     import numpy as np
     import torch
-    from srclib import config, network
     train = network.train.__wrapped__ if policy == "pytorch_default" else network.train
     p = config.get_params("quick", "network")
     rng = np.random.default_rng(0)
