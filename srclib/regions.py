@@ -32,10 +32,10 @@ REGIONS = tuple(load_regions())
 
 #: Farthest a requested centre may lie from the nearest dipole of its
 #: compartment (mm). Twice the coarsest cortical dipole spacing (10 mm in the
-#: quick profile), so any point of grey matter passes in every profile, and
-#: less than the 20-30 mm from the cortex to the scalp, so a point on or
-#: outside the head, or a cortical point asked for in the deep compartment,
-#: is refused instead of snapping to a far dipole.
+#: quick profile), so any point of grey matter passes in every profile; the
+#: scalp lies 18 mm (thinnest) to 30 mm (typical) from the cortical dipoles,
+#: so a centre outside the head, or a cortical point asked for in the deep
+#: compartment, is refused instead of snapping to a dipole far away.
 MAX_CENTER_DISTANCE_MM = 20.0
 
 #: Farthest a named region's centre may be moved from its own (mm): half the
