@@ -148,6 +148,55 @@ benchmark("network_training", "<= 15 min", fresh_data=True)("""
         device=model.card["hardware"]["device"])
 """)
 
+benchmark("training_contention", "beside a busy process <= 2x alone")("""
+    # Two epochs of the quick profile's network on 1000 synthetic windows,
+    # alone and beside a process that keeps one core busy, with srclib's
+    # threading policy (network.choose_threads) and with PyTorch's defaults
+    # (torch loaded first, so its OpenMP threads spin; train() undecorated).
+    import os, subprocess, sys
+    child = '''
+    import json, subprocess, sys, time
+    policy = sys.argv[1]
+    if policy == "pytorch_default":
+        import torch  # loaded before srclib: OpenMP's default (spinning) wait policy
+    from srclib import config, network
+    import numpy as np
+    import torch
+    train = network.train.__wrapped__ if policy == "pytorch_default" else network.train
+    p = config.get_params("quick", "network")
+    rng = np.random.default_rng(0)
+    n_dipoles = 726
+    X = rng.standard_normal((1000, 64, 50)).astype(np.float32)
+    Y = rng.random((1000, n_dipoles)).astype(np.float32)
+    def seconds():
+        torch.manual_seed(0)
+        model = network.SourceLSTM(n_dipoles, p["embed_dim"], p["hidden_dim"], p["fc_dims"],
+                                   dropout=p["dropout"])
+        t0 = time.perf_counter()
+        train(model, X, Y, max_epochs=2, batch_size=p["batch_size"], seed=0, progress=False)
+        return time.perf_counter() - t0
+    alone = seconds()
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        threads = network.choose_threads() if policy == "srclib" else torch.get_num_threads()
+        beside = seconds()
+    finally:
+        busy.kill()
+        busy.wait()
+    print(json.dumps(dict(alone=alone, busy=beside, threads=threads)))
+    '''
+    result = dict(load_average=os.getloadavg()[0])
+    for policy in ("srclib", "pytorch_default"):
+        run = subprocess.run([sys.executable, "-c", child, policy], capture_output=True,
+                             text=True, check=True)
+        r = json.loads(run.stdout.strip().splitlines()[-1])
+        result.update({f"{policy}_alone_s": r["alone"], f"{policy}_busy_s": r["busy"],
+                       f"{policy}_slowdown": r["busy"] / r["alone"],
+                       f"{policy}_threads": r["threads"]})
+    out(**result)
+""")
+
 _PRELUDE = """
 import json, sys
 PROFILE = sys.argv[1]

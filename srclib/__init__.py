@@ -14,4 +14,15 @@ and :mod:`srclib.config` (profiles), :mod:`srclib.cache` (parameter-keyed,
 atomic caching), :mod:`srclib.viz` (figures), :mod:`srclib.book` (the builder).
 """
 
+import os as _os
+import sys as _sys
+
 __version__ = "0.1.0"
+
+# PyTorch's OpenMP threads spin while they wait for each other unless told to
+# sleep, and OpenMP reads the policy once, when torch loads: it is set here,
+# on the first import of srclib, so that it holds whichever module loads torch
+# (and in child processes, such as the notebooks the builder runs). A user's
+# own OMP_WAIT_POLICY is kept. See srclib.network.choose_threads.
+if "torch" not in _sys.modules:
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -9,14 +9,28 @@ each returns the value in its canonical type.
 """
 
 from numbers import Integral, Real
+import re
 
 import numpy as np
+
+from . import config
 
 #: Largest accepted region radius (mm); larger would cover the whole brain.
 MAX_RADIUS_MM = 200.0
 
 #: Accepted sensor SNR range (dB).
 SNR_RANGE_DB = (-40.0, 60.0)
+
+#: Longest accepted recording (s): one hour. A recording of T seconds holds
+#: several (64, 250 T) float64 arrays (0.13 MB per second each) and, for each
+#: method, its (5 T, N) maps (0.39 MB per second at the paper's 9751 dipoles),
+#: so one hour already needs a few GB; 1e9 s would ask for terabytes.
+MAX_DURATION_S = 3600.0
+
+#: Longest region name: with its tags and suffix it stays a valid file name.
+MAX_NAME_LENGTH = 64
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def check_int(name, value, minimum=None, maximum=None):
@@ -90,6 +104,38 @@ def check_seed(seed):
     return check_int("seed", seed, 0, 2**63 - 1)
 
 
+def check_duration(duration_s):
+    """Return a recording length in seconds: at least one window, at most :data:`MAX_DURATION_S`."""
+    return check_number("duration_s", duration_s, config.WINDOW / config.SFREQ, MAX_DURATION_S)
+
+
+def check_region_name(region):
+    """Return a region name that is safe inside a file name.
+
+    Allowed: 1 to :data:`MAX_NAME_LENGTH` ASCII letters, digits, ``_`` and
+    ``-``, starting with a letter or a digit (so no path separator, no ``..``
+    and no option-like leading ``-``).
+    """
+    allowed = (f"a name of 1 to {MAX_NAME_LENGTH} letters, digits, '_' or '-' "
+               "starting with a letter or digit (no path separator, no '..')")
+    if not isinstance(region, str):
+        raise ValueError(f"region must be {allowed}, got {region!r} ({type(region).__name__})")
+    if len(region) > MAX_NAME_LENGTH or not _NAME.fullmatch(region):
+        shown = region if len(region) <= 80 else f"{region[:40]}...{region[-20:]}"
+        raise ValueError(f"region must be {allowed}, got {shown!r} ({len(region)} characters)")
+    return region
+
+
+def check_lambda2(lambda2):
+    """Return a regularisation parameter: a finite number > 0.
+
+    Every solver of :mod:`srclib.solvers` is a regularised minimum-norm
+    estimate; ``lambda2 = 0`` would invert the ill-conditioned leadfield
+    without regularisation and a negative or NaN value has no meaning.
+    """
+    return check_number("lambda2", lambda2, 0.0, open_minimum=True)
+
+
 def check_order(order, n_times=None):
     """Return an AR order; with ``n_times``, also check that a series can hold it."""
     order = check_int("order", order, 1)
@@ -109,7 +155,12 @@ def _bounds(minimum, maximum, open_minimum=False):
     if minimum is None and maximum is None:
         return ""
     if maximum is None:
-        return f" > {minimum:g}" if open_minimum else f" >= {minimum:g}"
+        return f" > {_text(minimum)}" if open_minimum else f" >= {_text(minimum)}"
     if minimum is None:
-        return f" <= {maximum:g}"
-    return f" in {'(' if open_minimum else '['}{minimum:g}, {maximum:g}]"
+        return f" <= {_text(maximum)}"
+    return f" in {'(' if open_minimum else '['}{_text(minimum)}, {_text(maximum)}]"
+
+
+def _text(bound):
+    """A bound as written in a message: integers exactly, floats briefly."""
+    return str(bound) if isinstance(bound, (Integral, np.integer)) else f"{bound:g}"

@@ -78,8 +78,9 @@ Input checks
 ``c`` must lie in [0, 1] with at least one positive and one zero entry (the
 AUCs need non-region dipoles); the centre must be a valid index whose
 coefficient is the (positive) maximum of ``c``. ``y`` must lie in [0, 1]. All
-arrays must be finite. Bad input raises :class:`ValueError` naming the
-parameter.
+arrays must be finite. Positions are in metres: positions spanning more than
+1 m along an axis (:data:`MAX_EXTENT_M`; millimetres would) are refused. Bad
+input raises :class:`ValueError` naming the parameter.
 """
 
 import numpy as np
@@ -107,6 +108,11 @@ TOP_DIVISOR = 20
 
 _M_TO_MM = 1000.0
 
+#: Largest extent (m) accepted for dipole positions along any axis. A head is
+#: less than 0.3 m across; positions spanning more than 1 m were given in
+#: another unit (millimetres give an extent of about 150).
+MAX_EXTENT_M = 1.0
+
 
 # --------------------------------------------------------------------------
 # Input checks
@@ -129,6 +135,13 @@ def _check_positions(positions):
         raise ValueError(f"positions must have shape (N, 3), got {positions.shape}")
     if positions.shape[0] < 2:
         raise ValueError(f"positions must hold at least 2 dipoles, got {positions.shape[0]}")
+    extent = float(np.ptp(positions, axis=0).max())
+    if extent > MAX_EXTENT_M:
+        raise ValueError(
+            f"positions must be in metres (a head spans < 0.3 m; at most {MAX_EXTENT_M:g} is "
+            f"accepted), got positions spanning {extent:.4g}: millimetres? pass metres "
+            "(positions / 1000)"
+        )
     return positions
 
 

@@ -22,8 +22,13 @@ runs through the network page); :func:`load_model` only loads, and raises
 :class:`ModelNotFoundError` when no network for the current settings exists.
 :func:`predict` applies the network to arrays of windows or to MNE data
 (a recording read from disk: see :func:`windows_from_mne`).
+
+Training and inference run on :func:`choose_threads` threads, whose OpenMP
+workers sleep rather than spin while they wait, so that a machine shared with
+another busy process slows them by about that process's share of the CPU.
 """
 
+import functools
 import json
 import os
 import platform
@@ -42,6 +47,10 @@ from .check import check_int
 from .headmodel import N_CHANNELS
 
 _CACHE_VERSION = 2  # 2: dropout masks reseeded per epoch (resumable with dropout)
+
+#: True when PyTorch's OpenMP threads sleep, rather than spin, while they wait
+#: (``OMP_WAIT_POLICY=PASSIVE``, which importing srclib before torch sets).
+PASSIVE_WAIT = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
 
 
 class SourceLSTM(nn.Module):
@@ -94,6 +103,61 @@ class SourceLSTM(nn.Module):
     def n_parameters(self):
         """Number of trainable parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def choose_threads():
+    """Number of PyTorch intra-op threads for training and inference, now.
+
+    On a machine where another process keeps a core busy, OpenMP threads that
+    spin while they wait for each other make training many times slower: each
+    of the many small parallel steps of an LSTM waits for the thread that
+    shares its core with the other process, while the waiting thread burns
+    the CPU time that thread needs. Threads that sleep while they wait
+    (``OMP_WAIT_POLICY=PASSIVE``, which importing :mod:`srclib` before torch
+    sets) cost only the busy process's share. With them the count stays
+    PyTorch's own (or the one the user set with ``torch.set_num_threads``),
+    bounded by the cores this process may run on, so results do not depend on
+    the load. If torch was loaded first, with spinning threads, the count
+    drops to the cores that are free now (at least one), which avoids the
+    collapse; results may then differ between runs by float rounding.
+
+    Returns
+    -------
+    n_threads : int
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    n_threads = min(torch.get_num_threads(), cores or 1)
+    if not PASSIVE_WAIT:
+        n_threads = min(n_threads, (cores or 1) - _busy_cores())
+    return max(1, n_threads)
+
+
+def _busy_cores():
+    """Runnable threads of other processes now (median of a few samples on Linux)."""
+    try:
+        samples = []
+        for _ in range(5):
+            with open("/proc/loadavg") as fid:  # 4th field: runnable/total, this thread included
+                samples.append(int(fid.read().split()[3].split("/")[0]) - 1)
+            time.sleep(0.01)
+        return int(np.median(samples))
+    except (OSError, ValueError, IndexError):
+        return int(round(os.getloadavg()[0])) if hasattr(os, "getloadavg") else 0
+
+
+def _with_chosen_threads(func):
+    """Run ``func`` with :func:`choose_threads` intra-op threads, then restore the count."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        before = torch.get_num_threads()
+        torch.set_num_threads(choose_threads())
+        try:
+            return func(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+
+    return wrapper
 
 
 def device_for_training():
@@ -183,6 +247,7 @@ def _loss(model, X, Y, index, batch_size, device):
     return total / (len(index) * Y.shape[1])
 
 
+@_with_chosen_threads
 def train(model, X, Y, *, max_epochs=30, batch_size=256, learning_rate=1e-3,
           weight_decay=1e-5, patience=6, lr_patience=1, validation_fraction=0.1, seed=0,
           checkpoint_dir=None, device=None, progress=True):
@@ -432,6 +497,7 @@ _MNE_TYPES = (mne.io.BaseRaw, mne.BaseEpochs, mne.Evoked)
 
 
 @verbose
+@_with_chosen_threads
 def predict(model, windows, *, batch_size=512, verbose=None):
     """Activation coefficients of EEG windows, or a source estimate of MNE data.
 

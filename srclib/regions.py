@@ -6,6 +6,7 @@ dipole of a head model, and :func:`region_recording` simulates the continuous
 recording that a region's tables are computed from.
 """
 
+from numbers import Real
 from pathlib import Path
 import zlib
 
@@ -13,7 +14,8 @@ import numpy as np
 import yaml
 
 from . import config
-from .check import check_radius, check_seed, check_snr
+from .check import (check_duration, check_option, check_radius, check_region_name, check_seed,
+                    check_snr)
 from .headmodel import fsaverage_to_mni152, mni152_to_fsaverage
 from .simulation import grow_region, simulate
 
@@ -27,6 +29,20 @@ def load_regions(path=None):
 
 #: The paper's test regions, in order (the keys of ``data/regions.yaml``).
 REGIONS = tuple(load_regions())
+
+#: Farthest a requested centre may lie from the nearest dipole of its
+#: compartment (mm). Twice the coarsest cortical dipole spacing (10 mm in the
+#: quick profile), so any point of grey matter passes in every profile; the
+#: scalp lies 18 mm (thinnest) to 30 mm (typical) from the cortical dipoles,
+#: so a centre outside the head, or a cortical point asked for in the deep
+#: compartment, is refused instead of snapping to a dipole far away.
+MAX_CENTER_DISTANCE_MM = 20.0
+
+#: Farthest a named region's centre may be moved from its own (mm): half the
+#: smallest named radius (30 mm), so the moved region still contains the
+#: centre its description names. A structure-defined region's centre must
+#: also stay in its structure.
+MAX_NAMED_SHIFT_MM = 15.0
 
 
 def default_seed(region):
@@ -49,11 +65,13 @@ def parse_center_mni(center_mni):
             center_mni = yaml.safe_load(center_mni)
         except yaml.YAMLError:
             raise ValueError(message) from None
-    try:
-        mni = np.asarray(center_mni, float)
-    except (TypeError, ValueError):
-        raise ValueError(message) from None
-    if mni.shape != (3,) or not np.isfinite(mni).all():
+    if not isinstance(center_mni, (list, tuple, np.ndarray)) or len(center_mni) != 3:
+        raise ValueError(message)
+    if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (Real, np.number))
+           for v in center_mni):
+        raise ValueError(message)
+    mni = np.asarray(center_mni, float)
+    if not np.isfinite(mni).all():
         raise ValueError(message)
     return mni.tolist()
 
@@ -67,13 +85,18 @@ def resolve_region(head, region="A", *, center_mni=None, radius_mm=None, compart
     region : str
         ``"A"``-``"D"`` (from ``data/regions.yaml``), or any other name for a
         custom region, which then needs ``center_mni``, ``radius_mm`` and
-        ``compartment``.
+        ``compartment``. Names are checked first
+        (:func:`~srclib.check.check_region_name`): they become file names.
     center_mni : sequence of 3 float | None
-        MNI152 coordinate (mm) of the centre; overrides the named region's.
+        MNI152 coordinate (mm) of the centre. It must lie within
+        :data:`MAX_CENTER_DISTANCE_MM` of a dipole of the compartment. For a
+        named region it moves the centre by at most :data:`MAX_NAMED_SHIFT_MM`
+        (and, for B and D, within their structure), so that the region stays
+        what its description says; another centre needs a custom name.
     radius_mm : float | None
         Radius; overrides the named region's.
     compartment : ``"cortex"`` | ``"subcortical"`` | None
-        Compartment of the centre dipole; overrides the named region's.
+        Compartment of the centre dipole; a named region only takes its own.
 
     Returns
     -------
@@ -81,11 +104,11 @@ def resolve_region(head, region="A", *, center_mni=None, radius_mm=None, compart
         ``name``, ``center`` (dipole index), ``radius_mm``, ``compartment``,
         ``center_mni`` (of the chosen dipole), ``structure``, ``description``.
     """
+    region = check_region_name(region)
     regions = load_regions()
-    if not isinstance(region, str) or not region:
-        raise ValueError(f"region must be a non-empty string, got {region!r}")
     if region in regions:
         spec = dict(regions[region])
+        _check_named_compartment(region, spec, compartment)
     elif center_mni is None:
         raise ValueError(
             f"region must be one of {sorted(regions)}, or a custom name given with "
@@ -101,27 +124,80 @@ def resolve_region(head, region="A", *, center_mni=None, radius_mm=None, compart
     for name in ("radius_mm", "compartment"):
         if spec.get(name) is None:
             raise ValueError(f"{name} is required for custom region {region!r}")
-    if spec["compartment"] not in ("cortex", "subcortical"):
-        raise ValueError(
-            f"compartment must be 'cortex' or 'subcortical', got {spec['compartment']!r}"
-        )
+    check_option("compartment", spec["compartment"], ("cortex", "subcortical"))
     radius = check_radius(spec["radius_mm"])
     if spec.get("structure"):
-        members = head.structure == spec["structure"]
-        if not members.any():
-            raise ValueError(f"structure {spec['structure']!r} has no dipoles in this head model")
-        point = head.positions[members].mean(0)
+        point = _structure_centroid(head, spec["structure"])
     else:
         mni = parse_center_mni(spec.get("center_mni"))
         if mni is None:
             raise ValueError(f"center_mni is required for custom region {region!r}")
         point = mni152_to_fsaverage(np.asarray(mni))
     center = head.nearest_dipole(point, spec["compartment"])
+    _check_center_distance(head, point, center, spec["compartment"])
+    if region in regions and center_mni is not None:
+        _check_named_center(head, region, regions[region], point, center)
     return dict(
         name=region, center=center, radius_mm=radius, compartment=spec["compartment"],
         center_mni=np.round(fsaverage_to_mni152(head.positions[center]), 1).tolist(),
         structure=str(head.structure[center]), description=spec.get("description", ""),
     )
+
+
+def _structure_centroid(head, structure):
+    """Mean position (m) of a deep structure's dipoles."""
+    members = head.structure == structure
+    if not members.any():
+        raise ValueError(f"structure {structure!r} has no dipoles in this head model")
+    return head.positions[members].mean(0)
+
+
+def _mni_text(point):
+    """An fsaverage point (m) as rounded MNI152 millimetres, for messages."""
+    return str([round(float(v)) for v in fsaverage_to_mni152(point)])
+
+
+def _check_center_distance(head, point, center, compartment):
+    """Refuse a centre farther than :data:`MAX_CENTER_DISTANCE_MM` from its compartment."""
+    distance_mm = 1000.0 * float(np.linalg.norm(head.positions[center] - point))
+    if distance_mm > MAX_CENTER_DISTANCE_MM:
+        raise ValueError(
+            f"center_mni must lie within {MAX_CENTER_DISTANCE_MM:g} mm of a {compartment} "
+            f"dipole of the head model, got MNI {_mni_text(point)} mm, {distance_mm:.0f} mm "
+            f"from the nearest {compartment} dipole"
+        )
+
+
+def _check_named_compartment(region, own, compartment):
+    """A named region keeps the compartment its description names."""
+    if compartment is not None and compartment != own["compartment"]:
+        raise ValueError(
+            f"compartment of region {region} ({own['description']}) must be "
+            f"{own['compartment']!r} or None, got {compartment!r}; use another region "
+            "name for a custom region"
+        )
+
+
+def _check_named_center(head, region, own, point, center):
+    """A named region's centre may move, but not out of what its description names."""
+    if own.get("structure"):
+        own_point = _structure_centroid(head, own["structure"])
+    else:
+        own_point = mni152_to_fsaverage(np.asarray(own["center_mni"], float))
+    shift_mm = float(np.linalg.norm(fsaverage_to_mni152(point) - fsaverage_to_mni152(own_point)))
+    where = f"region {region} ({own['description']})"
+    if shift_mm > MAX_NAMED_SHIFT_MM:
+        raise ValueError(
+            f"center_mni of {where} must lie within {MAX_NAMED_SHIFT_MM:g} mm of its own "
+            f"centre MNI {_mni_text(own_point)} mm, got MNI {_mni_text(point)} mm, "
+            f"{shift_mm:.0f} mm away; use another region name for a custom region"
+        )
+    if own.get("structure") and head.structure[center] != own["structure"]:
+        raise ValueError(
+            f"center_mni of {where} must fall in {own['structure']}, got MNI "
+            f"{_mni_text(point)} mm, nearest to a dipole of {head.structure[center]}; "
+            "use another region name for a custom region"
+        )
 
 
 def region_recording(head, region, duration_s=120.0, snr_db=10.0, seed=0, *,
@@ -158,12 +234,9 @@ def region_recording(head, region, duration_s=120.0, snr_db=10.0, seed=0, *,
     details : dict
         Only if ``return_details``: ``spec``, ``noise_var``, ``orientation``.
     """
-    duration_s = float(duration_s)
+    check_region_name(region)
+    duration_s = check_duration(duration_s)
     n_times = int(round(duration_s * config.SFREQ))
-    if not np.isfinite(duration_s) or n_times < config.WINDOW:
-        raise ValueError(
-            f"duration_s must give at least one {config.WINDOW}-sample window, got {duration_s}"
-        )
     seed = check_seed(seed)
     snr_db = check_snr(snr_db)
     spec = resolve_region(head, region, **custom)

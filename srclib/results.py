@@ -26,6 +26,7 @@ writes files tagged ``_model<hash>``, and never those the book shows.
 
 import hashlib
 import json
+import re
 import time
 import warnings
 
@@ -34,6 +35,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import cache, config, metrics, regions, solvers
+from .check import (check_duration, check_option, check_radius, check_region_name, check_seed,
+                    check_snr)
 
 #: Every row of a region table, in the paper's order.
 METHODS = ("Random", "Perfect", "LSTM") + solvers.SOLVERS
@@ -47,16 +50,22 @@ def region_parameters(profile, region="A", *, center_mni=None, radius_mm=None,
 
     ``center_mni`` may be given as text (``"[30, -20, 50]"``, as a papermill
     ``-p`` option passes it); it is parsed here, so that results are named and
-    keyed by the coordinates, not by how they were typed.
+    keyed by the coordinates, not by how they were typed. Every value is
+    checked here, the region name first, before anything is loaded or
+    computed.
     """
+    region = check_region_name(region)
     center_mni = regions.parse_center_mni(center_mni)
     sim_params = config.get_params(profile, "simulation")
     return dict(
-        profile=profile, region=region, center_mni=center_mni, radius_mm=radius_mm,
-        compartment=compartment,
-        snr_db=float(sim_params["region_snr_db"] if snr_db is None else snr_db),
-        seed=int(regions.default_seed(region) if seed is None else seed),
-        duration_s=float(sim_params["region_duration_s"] if duration_s is None else duration_s),
+        profile=profile, region=region, center_mni=center_mni,
+        radius_mm=None if radius_mm is None else check_radius(radius_mm),
+        compartment=(None if compartment is None
+                     else check_option("compartment", compartment, ("cortex", "subcortical"))),
+        snr_db=check_snr(sim_params["region_snr_db"] if snr_db is None else snr_db),
+        seed=check_seed(regions.default_seed(region) if seed is None else seed),
+        duration_s=check_duration(sim_params["region_duration_s"] if duration_s is None
+                                  else duration_s),
         order=sim_params["ar_order"],
     )
 
@@ -67,6 +76,8 @@ def result_name(params):
     The book's pages use the defaults and write ``region_A`` ... ``region_D``;
     a re-run with other settings (``snr_db=0``, another centre, ...) writes
     its own files, e.g. ``region_D_snr0``, and never overwrites the book's.
+    Numbers are written exactly (:func:`_number_tag`), so two settings that
+    differ in any digit never share a file.
     """
     defaults = region_parameters(params["profile"], params["region"])
     tags = []
@@ -76,11 +87,25 @@ def result_name(params):
         if value is None or value == defaults[key]:
             continue
         if isinstance(value, (list, tuple)):
-            value = "_".join(f"{float(v):g}" for v in value)
-        elif isinstance(value, float):
-            value = f"{value:g}"
+            value = "_".join(_number_tag(v) for v in value)
+        elif not isinstance(value, str):
+            value = _number_tag(value)
         tags.append(f"{label}{value}")
     return "_".join([f"region_{params['region']}", *tags])
+
+
+def _number_tag(value):
+    """A number as the shortest text that reads back as exactly the same float.
+
+    ``repr`` of a float round-trips (``10.000001`` and ``10.0000011`` stay
+    apart, where ``%g`` gave ``10`` for both); a trailing ``.0`` and the ``+``
+    of an exponent are dropped (``0``, ``1e16``), which keeps the text unique
+    and safe in a file name.
+    """
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))
+    text = repr(float(value)).replace("+", "")
+    return text[:-2] if text.endswith(".0") else text
 
 
 def windows_of(eeg, window=config.WINDOW):
@@ -305,7 +330,7 @@ def load_region(profile, region):
         names it and the command that recomputes it.
     """
     folder = config.profile_dir(profile) / "results"
-    name = region if region.startswith("region_") else f"region_{region}"
+    name = _check_stem(region if str(region).startswith("region_") else f"region_{region}")
     meta = cache.read_json(folder / f"{name}.json")
     if meta is None:
         raise FileNotFoundError(f"no readable results {folder / name}.json: compute them with "
@@ -341,6 +366,17 @@ def _rebuild_command(profile, name, meta):
         return f"`python -m srclib.book --profile {profile}` (it re-executes the page)"
     model = "" if trained else ", model=<the same network>"
     return f"`srclib.results.run_region({profile!r}, {params['region']!r}{options}{model})`"
+
+
+def _check_stem(name):
+    """Refuse a results file stem that could leave the results folder."""
+    if (not isinstance(name, str) or len(name) > 200 or ".." in name
+            or not re.fullmatch(r"region_[A-Za-z0-9][A-Za-z0-9_.-]*", name)):
+        raise ValueError(
+            "region must be a region name or a results stem 'region_<name>[_tags]' of "
+            f"letters, digits, '_', '.' or '-' (no path separator, no '..'), got {name!r}"
+        )
+    return name
 
 
 def paper_table(region):

@@ -34,6 +34,7 @@ from scipy import sparse
 from scipy.sparse.linalg import splu
 
 from . import config
+from .check import check_lambda2
 
 #: The nine solvers, named as in the paper's tables.
 SOLVERS = (
@@ -98,7 +99,7 @@ def inverse_kernel(head, method, *, noise_cov=None, lambda2=LAMBDA2):
     noise_cov : mne.Covariance | None
         Defaults to :func:`noise_covariance` (white).
     lambda2 : float
-        Regularisation.
+        Regularisation, > 0 (see :func:`~srclib.check.check_lambda2`).
 
     Returns
     -------
@@ -107,6 +108,7 @@ def inverse_kernel(head, method, *, noise_cov=None, lambda2=LAMBDA2):
         channel; it includes the average reference.
     """
     method = _check_method(method)
+    lambda2 = check_lambda2(lambda2)
     noise_cov = noise_cov if noise_cov is not None else noise_covariance(head.info)
     if method in _MNE_METHODS:
         return _mne_kernel(head, noise_cov, lambda2, *_MNE_METHODS[method])[0]
@@ -341,12 +343,15 @@ def activation_maps(head, eeg, method, window=config.WINDOW, *, noise_cov=None,
     noise_cov : mne.Covariance | None
         White by default (the simulator's noise).
     lambda2 : float
+        Regularisation, > 0.
 
     Returns
     -------
     maps : ndarray, shape (n_windows, N)
         Final activation coefficients in [0, 1].
     """
+    _check_method(method)
+    check_lambda2(lambda2)
     eeg = _check_eeg(eeg, window)
     kernel = inverse_kernel(head, method, noise_cov=noise_cov, lambda2=lambda2)
     return maps_from_kernel(kernel, eeg, smoothing_matrix(head), window)

@@ -5,6 +5,8 @@ import os
 import numpy as np
 import pytest
 
+import srclib  # noqa: F401  (before any test module loads torch: see srclib.network.choose_threads)
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
