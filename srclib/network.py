@@ -496,8 +496,8 @@ def load_model(profile="paper", *, head=None, progress=True):
 _MNE_TYPES = (mne.io.BaseRaw, mne.BaseEpochs, mne.Evoked)
 
 
-@verbose
 @_with_chosen_threads
+@verbose
 def predict(model, windows, *, batch_size=512, verbose=None):
     """Activation coefficients of EEG windows, or a source estimate of MNE data.
 
