@@ -545,7 +545,7 @@ REGION_OPTIONS = (("--center-mni", "center_mni", str), ("--radius-mm", "radius_m
 
 def _parser():
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
+        prog="python -m srclib.book", description=__doc__.splitlines()[0],
         epilog="Examples: python -m srclib.book --profile quick | "
                "python -m srclib.book --profile quick --region D --snr-db 0 | "
                "python -m srclib.book --run 06_region -p region mine "
