@@ -73,7 +73,7 @@ benchmark("training_set", ">= 500 windows/s, <= 4 GB")("""
     p = config.get_params(PROFILE, "simulation")
     t0 = time.perf_counter()
     X, Y = sampler.training_set(head, p["n_train"], np.random.default_rng(0),
-                                n_filters=p["n_filters"], progress=False)
+                                batch=p["windows_per_batch"], progress=False)
     seconds = time.perf_counter() - t0
     # The cost of the scalp projection alone, for the same number of windows,
     # if every dipole's series were projected (64 x N by N x 50 per window).

@@ -42,7 +42,9 @@ _PAPER = {
         "radius_range_mm": [5.0, 60.0],
         "snr_range_db": [0.0, 20.0],
         "ar_order": 5,
-        "n_filters": 8,
+        # Windows simulated together, sharing one draw of the background's
+        # per-dipole AR coefficients (srclib.sampler.literal_batch).
+        "windows_per_batch": 32,
         "region_duration_s": 120.0,
         "region_snr_db": 10.0,
     },
