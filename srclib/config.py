@@ -55,11 +55,16 @@ _PAPER = {
         "hidden_dim": 256,
         "fc_dims": [512, 1024, 2048],
         "dropout": 0.3,
-        "max_epochs": 40,
+        # Optimiser steps of the whole training (linear warm-up over
+        # warmup_fraction of them, then cosine decay to zero).
+        "n_steps": 1400,
+        "warmup_fraction": 0.05,
         "batch_size": 256,
         "learning_rate": 1e-3,
         "weight_decay": 1e-4,
-        "patience": 6,
+        # Epochs without a better validation localisation error before
+        # stopping; None lets the schedule run to its end.
+        "patience": None,
         "validation_fraction": 0.1,
         "seed": 7,
     },
@@ -71,7 +76,7 @@ _QUICK["headmodel"].update(
 )
 _QUICK["simulation"].update(n_train=1000, region_duration_s=12.0)
 _QUICK["network"].update(
-    embed_dim=32, hidden_dim=64, fc_dims=[128, 256, 512], max_epochs=8, batch_size=64, patience=3
+    embed_dim=32, hidden_dim=64, fc_dims=[128, 256, 512], n_steps=120, batch_size=64
 )
 
 PROFILES = {"paper": _PAPER, "quick": _QUICK}
