@@ -160,7 +160,7 @@ def learning_rate_at(step, n_steps, peak, warmup_steps, schedule="cosine"):
     if schedule == "constant":
         return peak
     progress = min(1.0, (step - warmup_steps) / (n_steps - warmup_steps))
-    return peak * 0.5 * (1.0 + np.cos(np.pi * progress))
+    return float(peak * 0.5 * (1.0 + np.cos(np.pi * progress)))
 
 
 def localization_criterion(y, Y, positions, is_cortical):
