@@ -38,9 +38,10 @@ _PAPER = {
     "simulation": {
         # Distinct training windows: one fixed set, simulated once and cached
         # (the reading of the paper's "10,000 simulations" is explained in
-        # notebooks/03_network.md). 40,000 windows: about 3 min of sampling
-        # on two cores, 2.1 GB in memory (X and dense Y).
-        "n_train": 40_000,
+        # notebooks/03_network.md). The literal sampler made 29 windows/s on
+        # two busy cores (about 4x slower than the former 8-group sampler), so
+        # 20,000 windows take 6-12 min to simulate once; 1.0 GB in memory.
+        "n_train": 20_000,
         "train_seed": 2025,
         "fraction_subcortical": 0.5,
         "radius_range_mm": [5.0, 60.0],
@@ -54,16 +55,18 @@ _PAPER = {
     },
     "network": {
         # About 23 million parameters, most of them in the output layer
-        # (2048 x 9751). One optimiser step on a batch of 256 took 0.54 s on
-        # two idle cores (the previous 40-epoch training: 1440 steps in 13
-        # min), so 2000 steps with a validation pass per epoch fit 20 minutes.
+        # (2048 x 9751). The previous training (1440 steps of 256 windows,
+        # 40 validation passes) took 13 min on two idle cores, 0.54 s per
+        # step; 1800 steps with a validation pass per epoch are about 17-18
+        # min there. (On the shared machine under load a step took 1.8-2.0 s
+        # on one thread and 4-4.9 s on two: measure again on idle cores.)
         "embed_dim": 128,
         "hidden_dim": 256,
         "fc_dims": [512, 1024, 2048],
         "dropout": 0.3,
         # Optimiser steps of the whole training (linear warm-up over
         # warmup_fraction of them, then cosine decay to zero).
-        "n_steps": 2000,
+        "n_steps": 1800,
         "warmup_fraction": 0.05,
         "batch_size": 256,
         "learning_rate": 1e-3,
