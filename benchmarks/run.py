@@ -73,7 +73,7 @@ benchmark("training_set", ">= 500 windows/s, <= 4 GB")("""
     p = config.get_params(PROFILE, "simulation")
     t0 = time.perf_counter()
     X, Y = sampler.training_set(head, p["n_train"], np.random.default_rng(0),
-                                n_filters=p["n_filters"], progress=False)
+                                batch=p["windows_per_batch"], progress=False)
     seconds = time.perf_counter() - t0
     # The cost of the scalp projection alone, for the same number of windows,
     # if every dipole's series were projected (64 x N by N x 50 per window).
@@ -173,8 +173,9 @@ benchmark("training_contention", "beside a busy process <= 2x alone")("""
         model = network.SourceLSTM(n_dipoles, p["embed_dim"], p["hidden_dim"], p["fc_dims"],
                                    dropout=p["dropout"])
         t0 = time.perf_counter()
-        train(model, X[:n], Y[:n], max_epochs=epochs, batch_size=p["batch_size"], seed=0,
-              progress=False)
+        steps_per_epoch = -(-int(0.9 * n) // p["batch_size"])
+        train(model, X[:n], Y[:n], n_steps=epochs * steps_per_epoch, batch_size=p["batch_size"],
+              seed=0, progress=False)
         return time.perf_counter() - t0
     seconds(100, 1)  # warm-up: one-time initialisation is not timed
     alone = seconds()

@@ -13,9 +13,12 @@ The network maps one window of EEG (50 samples x 64 channels, 0.2 s at
 
 Training minimises the binary cross-entropy between the sigmoid outputs and
 the simulator's coefficients c (soft targets), with AdamW (Adam with
-decoupled weight decay), a reduce-on-plateau learning-rate schedule, a
-validation split and early stopping. Each epoch writes a checkpoint, so an
-interrupted training resumes where it stopped.
+decoupled weight decay) and a learning rate defined per optimiser step
+(linear warm-up, then cosine decay to zero). The output bias starts at the
+logit of each dipole's mean target, and the weights kept are those of the
+epoch with the lowest validation localisation error (mean of the cortical
+and subcortical medians). Each epoch writes a checkpoint, so an interrupted
+training resumes where it stopped.
 
 Training is always an explicit step (:func:`train_model`, which ``make book``
 runs through the network page); :func:`load_model` only loads, and raises
@@ -43,10 +46,10 @@ from torch import nn
 from tqdm import tqdm
 
 from . import cache, config
-from .check import check_int
+from .check import check_int, check_number, check_option
 from .headmodel import N_CHANNELS
 
-_CACHE_VERSION = 2  # 2: dropout masks reseeded per epoch (resumable with dropout)
+_CACHE_VERSION = 3  # 3: schedule in steps, prior-logit bias, selection on localisation
 
 #: True when PyTorch's OpenMP threads sleep, rather than spin, while they wait
 #: (``OMP_WAIT_POLICY=PASSIVE``, which importing srclib before torch sets).
@@ -234,24 +237,112 @@ def split_train_validation(n, fraction, seed):
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def _loss(model, X, Y, index, batch_size, device):
-    """Mean BCE of the model on ``X[index]`` (no gradient)."""
+def learning_rate_at(step, n_steps, peak, warmup_steps, schedule="cosine"):
+    """The learning rate of optimiser step ``step``: linear warm-up, then cosine decay.
+
+    Rises linearly from ``peak / warmup_steps`` at step 0 to ``peak`` at step
+    ``warmup_steps - 1``, then falls along half a cosine to 0 at step
+    ``n_steps`` (``schedule="cosine"``) or stays at ``peak``
+    (``"constant"``, for comparison).
+
+    Parameters
+    ----------
+    step : int
+        Optimiser step, counted from 0.
+    n_steps : int
+        Total optimiser steps of the training.
+    peak : float
+        Largest learning rate.
+    warmup_steps : int
+        Steps of the linear warm-up (0 for none).
+    schedule : ``"cosine"`` | ``"constant"``
+
+    Returns
+    -------
+    lr : float
+    """
+    n_steps = check_int("n_steps", n_steps, 1)
+    warmup_steps = check_int("warmup_steps", warmup_steps, 0, n_steps - 1)
+    step = check_int("step", step, 0)
+    check_option("schedule", schedule, ("cosine", "constant"))
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return peak
+    progress = min(1.0, (step - warmup_steps) / (n_steps - warmup_steps))
+    return float(peak * 0.5 * (1.0 + np.cos(np.pi * progress)))
+
+
+def localization_criterion(y, Y, positions, is_cortical):
+    """Validation criterion: mean over compartments of the median localisation error.
+
+    Parameters
+    ----------
+    y : ndarray, shape (n, N)
+        Network outputs (probabilities or logits: only the peak matters).
+    Y : ndarray, shape (n, N)
+        Target coefficients; each window's centre is its coefficient 1 (its maximum).
+    positions : ndarray, shape (N, 3)
+        Dipole positions in metres.
+    is_cortical : ndarray of bool, shape (N,)
+
+    Returns
+    -------
+    criterion : float
+        Mean of the cortical and subcortical medians (mm), over the
+        compartments present.
+    medians : dict
+        ``{"cortex": mm, "subcortical": mm}`` for the compartments present.
+    """
+    centre = np.asarray(Y).argmax(1)
+    peak = np.asarray(y).argmax(1)
+    error = 1000.0 * np.linalg.norm(positions[peak] - positions[centre], axis=1)
+    medians = {}
+    for name, mask in (("cortex", is_cortical[centre]), ("subcortical", ~is_cortical[centre])):
+        if mask.any():
+            medians[name] = float(np.median(error[mask]))
+    return float(np.mean(list(medians.values()))), medians
+
+
+def _validate(model, X, Y, index, batch_size, device, positions, is_cortical):
+    """Mean BCE and the localisation criterion of the model on ``X[index]`` (no gradient)."""
     model.eval()
-    total = 0.0
+    total, peaks = 0.0, []
     with torch.no_grad():
         for start in range(0, len(index), batch_size):
             b = index[start : start + batch_size]
             logits = model(X[b].to(device))
             total += nn.functional.binary_cross_entropy_with_logits(
                 logits, Y[b].to(device), reduction="sum").item()
-    return total / (len(index) * Y.shape[1])
+            peaks.append(logits.argmax(1).cpu().numpy())
+    out = dict(val_loss=total / (len(index) * Y.shape[1]))
+    if positions is not None:
+        one_hot = np.zeros((len(index), Y.shape[1]), np.float32)
+        one_hot[np.arange(len(index)), np.concatenate(peaks)] = 1.0
+        out["val_mle_mm"], medians = localization_criterion(
+            one_hot, Y[index].numpy(), positions, is_cortical)
+        out.update({f"val_mle_{k}_mm": v for k, v in medians.items()})
+    return out
+
+
+def prior_logit(Y):
+    """Logit of each dipole's mean target, the output bias at the start of training.
+
+    With zero output weights the network then predicts the prior (the mean
+    coefficient of every dipole over the training windows) whatever the EEG,
+    instead of 0.5 everywhere, so the first steps learn the EEG, not the
+    base rate. Means are clipped to [1e-4, 1 - 1e-4].
+    """
+    p = torch.as_tensor(np.asarray(Y, np.float32)).mean(0).clamp(1e-4, 1 - 1e-4)
+    return torch.log(p) - torch.log1p(-p)
 
 
 @_with_chosen_threads
-def train(model, X, Y, *, max_epochs=30, batch_size=256, learning_rate=1e-3,
-          weight_decay=1e-5, patience=6, lr_patience=1, validation_fraction=0.1, seed=0,
-          checkpoint_dir=None, device=None, progress=True):
-    """Train the network with early stopping; resume from a checkpoint if one exists.
+def train(model, X, Y, *, n_steps=1000, batch_size=256, learning_rate=1e-3,
+          warmup_fraction=0.05, schedule="cosine", weight_decay=1e-5, patience=None,
+          validation_fraction=0.1, seed=0, prior_bias=True, positions=None, is_cortical=None,
+          checkpoint_dir=None, device=None, until_epoch=None, progress=True):
+    """Train the network; resume from a checkpoint if one exists.
 
     Parameters
     ----------
@@ -259,36 +350,52 @@ def train(model, X, Y, *, max_epochs=30, batch_size=256, learning_rate=1e-3,
     X : ndarray, shape (n, 64, 50)
     Y : ndarray, shape (n, N)
         Target coefficients in [0, 1].
-    max_epochs : int
+    n_steps : int
+        Optimiser steps of the whole training: epochs over the training
+        windows until that many steps are done (the last epoch may be cut).
     batch_size : int
     learning_rate : float
-        Initial AdamW learning rate; halved when the validation loss has not
-        improved for more than ``lr_patience`` epochs.
+        Peak AdamW learning rate of the schedule (:func:`learning_rate_at`).
+    warmup_fraction : float
+        Share of ``n_steps`` spent in the linear warm-up.
+    schedule : ``"cosine"`` | ``"constant"``
+        Learning rate after the warm-up (see :func:`learning_rate_at`).
     weight_decay : float
         AdamW decoupled weight decay.
-    patience : int
-        Stop after this many epochs without a better validation loss.
-    lr_patience : int
-        Epochs without improvement tolerated before the learning rate is halved.
+    patience : int | None
+        Stop after this many epochs without a better validation criterion;
+        None never stops early (the cosine schedule decides).
     validation_fraction : float
         Share of the windows held out (seeded split).
     seed : int
         Seeds the split, and each epoch's shuffle and dropout masks (reseeded
         at the start of every epoch, so that a resumed training continues
         exactly as an uninterrupted one). The initial weights are the model's
-        as passed in. On the CPU two runs with the same seed give the same
-        weights.
+        as passed in, except the output bias with ``prior_bias``. On the CPU
+        two runs with the same seed give the same weights.
+    prior_bias : bool
+        Start the output bias at :func:`prior_logit` of the training windows.
+    positions, is_cortical : ndarray | None
+        Dipole positions (metres) and compartments. With them the weights kept
+        are those of the epoch with the lowest validation localisation
+        criterion (:func:`localization_criterion`); without them, the lowest
+        validation BCE.
     checkpoint_dir : path-like | None
         Where ``checkpoint.pt`` is written after every epoch and read on start.
     device : torch.device | None
-        Defaults to :func:`device_for_training`.
+        Defaults to :func:`device_for_training`. Batches are moved to it one
+        at a time; the windows stay in host memory.
+    until_epoch : int | None
+        Stop after this epoch as if interrupted (the schedule still spans
+        ``n_steps``); for tests of resuming.
     progress : bool
 
     Returns
     -------
     result : dict
-        ``history`` (one dict per epoch), ``best_epoch``, ``best_val_loss``,
-        ``best_state`` (state dict of the best epoch), ``seconds``.
+        ``history`` (one dict per epoch), ``best_epoch``, ``best_criterion``,
+        ``best_val_loss`` (BCE of the kept epoch), ``criterion`` (its name),
+        ``best_state`` (state dict of the kept epoch), ``seconds``, ``steps``.
     """
     X = torch.as_tensor(_check_windows(X))
     Y = torch.as_tensor(np.asarray(Y, np.float32))
@@ -296,62 +403,90 @@ def train(model, X, Y, *, max_epochs=30, batch_size=256, learning_rate=1e-3,
         raise ValueError(f"Y must have shape {(X.shape[0], model.architecture['n_dipoles'])}, got {tuple(Y.shape)}")
     if not torch.isfinite(Y).all() or Y.min() < 0 or Y.max() > 1:
         raise ValueError("Y must hold finite coefficients in [0, 1]")
+    n_steps = check_int("n_steps", n_steps, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
+    check_number("warmup_fraction", warmup_fraction, 0.0, 1.0)
+    if (positions is None) != (is_cortical is None):
+        raise ValueError("positions and is_cortical must be given together")
+    criterion = "val_loss" if positions is None else "val_mle_mm"
     device = device or device_for_training()
-    model.to(device)
     train_idx, val_idx = split_train_validation(len(X), validation_fraction, seed)
+    steps_per_epoch = -(-len(train_idx) // batch_size)
+    warmup = min(int(round(warmup_fraction * n_steps)), n_steps - 1)
+    check_option("schedule", schedule, ("cosine", "constant"))
+    if prior_bias:
+        with torch.no_grad():
+            model.out.bias.copy_(prior_logit(Y[train_idx]))
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate,
                                   weight_decay=weight_decay, fused=True)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5,
-                                                           patience=lr_patience)
-    state = dict(epoch=0, history=[], best_val_loss=float("inf"), best_epoch=0,
+    state = dict(epoch=0, step=0, history=[], best_criterion=float("inf"), best_epoch=0,
+                 best_val_loss=float("inf"), criterion=criterion,
                  best_state=_cpu_state(model), seconds=0.0)
     ckpt = None if checkpoint_dir is None else os.path.join(checkpoint_dir, "checkpoint.pt")
     if ckpt is not None and os.path.exists(ckpt):
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
         if progress:
             print(f"network: resuming after epoch {state['epoch']}")
-    bar = tqdm(range(state["epoch"], max_epochs), desc="training", unit="epoch",
-               initial=state["epoch"], total=max_epochs, disable=not progress)
+    n_epochs = -(-n_steps // steps_per_epoch)
+    last = n_epochs if until_epoch is None else min(n_epochs, until_epoch)
+    bar = tqdm(range(state["epoch"], last), desc="training", unit="epoch",
+               initial=state["epoch"], total=n_epochs, disable=not progress)
     for epoch in bar:
-        if epoch - state["best_epoch"] >= patience and state["epoch"] > 0:
+        if patience is not None and epoch - state["best_epoch"] >= patience and epoch > 0:
             break
         t0 = time.perf_counter()
-        model.train()
-        torch.manual_seed(seed * 1000 + epoch)  # dropout masks of this epoch
-        order = torch.as_tensor(train_idx)[
-            torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
-        ]
-        total = 0.0
-        for start in range(0, len(order), batch_size):
-            b = order[start : start + batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            loss = nn.functional.binary_cross_entropy_with_logits(
-                model(X[b].to(device)), Y[b].to(device))
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(b)
-        val = _loss(model, X, Y, val_idx, batch_size, device)
-        scheduler.step(val)
+        train_loss = _train_epoch(model, optimizer, X, Y, train_idx, epoch, state, dict(
+            n_steps=n_steps, batch_size=batch_size, peak=learning_rate, warmup=warmup,
+            schedule=schedule, seed=seed, device=device))
+        scores = _validate(model, X, Y, val_idx, batch_size, device, positions, is_cortical)
         seconds = time.perf_counter() - t0
         state["seconds"] += seconds
-        state["history"].append(dict(epoch=epoch + 1, train_loss=total / len(order),
-                                     val_loss=val, lr=optimizer.param_groups[0]["lr"],
-                                     seconds=seconds))
+        state["history"].append(dict(epoch=epoch + 1, step=state["step"], train_loss=train_loss,
+                                     lr=optimizer.param_groups[0]["lr"], seconds=seconds,
+                                     **scores))
         state["epoch"] = epoch + 1
-        if val < state["best_val_loss"]:
-            state.update(best_val_loss=val, best_epoch=epoch + 1, best_state=_cpu_state(model))
-        bar.set_postfix(train=f"{total / len(order):.5f}", val=f"{val:.5f}")
+        if scores[criterion] < state["best_criterion"]:
+            state.update(best_criterion=scores[criterion], best_val_loss=scores["val_loss"],
+                         best_epoch=epoch + 1, best_state=_cpu_state(model))
+        bar.set_postfix(train=f"{train_loss:.5f}", **{criterion: f"{scores[criterion]:.4g}"})
         if ckpt is not None:
             checkpoint = dict(model=_cpu_state(model), optimizer=optimizer.state_dict(),
-                              scheduler=scheduler.state_dict(), state=state)
+                              state=state)
             cache.atomic_save(ckpt, lambda path: torch.save(checkpoint, path))
     model.load_state_dict(state["best_state"])
     model.to("cpu")
+    state["steps"] = state["step"]
     return state
+
+
+def _train_epoch(model, optimizer, X, Y, train_idx, epoch, state, opts):
+    """One epoch of optimiser steps (at most up to ``n_steps``); mean training BCE."""
+    model.train()
+    torch.manual_seed(opts["seed"] * 1000 + epoch)  # dropout masks of this epoch
+    shuffle = torch.Generator().manual_seed(opts["seed"] * 1000 + epoch)
+    order = torch.as_tensor(train_idx)[torch.randperm(len(train_idx), generator=shuffle)]
+    total, seen = 0.0, 0
+    for start in range(0, len(order), opts["batch_size"]):
+        if state["step"] >= opts["n_steps"]:
+            break
+        b = order[start : start + opts["batch_size"]]
+        lr = learning_rate_at(state["step"], opts["n_steps"], opts["peak"], opts["warmup"],
+                              opts["schedule"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        loss = nn.functional.binary_cross_entropy_with_logits(
+            model(X[b].to(opts["device"])), Y[b].to(opts["device"]))
+        loss.backward()
+        optimizer.step()
+        state["step"] += 1
+        total += loss.item() * len(b)
+        seen += len(b)
+    return total / max(seen, 1)
 
 
 def _cpu_state(model):
@@ -401,16 +536,20 @@ def train_model(profile="paper", head=None, *, progress=True):
         partial.mkdir(exist_ok=True)
         device = device_for_training()
         result = train(
-            model, X, Y, max_epochs=params["max_epochs"], batch_size=params["batch_size"],
-            learning_rate=params["learning_rate"], weight_decay=params["weight_decay"],
-            patience=params["patience"], validation_fraction=params["validation_fraction"],
-            seed=params["seed"], checkpoint_dir=partial, device=device, progress=progress,
+            model, X, Y, n_steps=params["n_steps"], batch_size=params["batch_size"],
+            learning_rate=params["learning_rate"], warmup_fraction=params["warmup_fraction"],
+            weight_decay=params["weight_decay"], patience=params["patience"],
+            validation_fraction=params["validation_fraction"], seed=params["seed"],
+            positions=head.positions, is_cortical=head.is_cortical,
+            checkpoint_dir=partial, device=device, progress=progress,
         )
         card = dict(
             architecture=model.architecture, n_parameters=model.n_parameters,
             training=dict(params, n_windows=len(X),
                           data_key=training_set_key(profile, head),
-                          epochs=len(result["history"]), best_epoch=result["best_epoch"],
+                          epochs=len(result["history"]), steps=result["steps"],
+                          best_epoch=result["best_epoch"], criterion=result["criterion"],
+                          best_criterion=result["best_criterion"],
                           best_val_loss=result["best_val_loss"],
                           seconds=round(result["seconds"], 1), history=result["history"]),
             hardware=dict(device=str(device), cpus=os.cpu_count(),

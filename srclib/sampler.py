@@ -1,11 +1,11 @@
 """The fast training-set sampler and the cached training set (paper section II.B).
 
-The paper trains on 10,000 simulations. Simulating each one literally
-(:func:`srclib.simulation.simulate`: an AR series for each of the 9751
-dipoles) costs about a second; this module draws the same distribution of
-scalp EEG directly in sensor space (:class:`FilterGroups`,
-:func:`sensor_background`), so that a training set takes seconds, and caches
-it under ``data/<profile>/training/`` (:func:`load_training_set`).
+The training windows are literal simulations (:func:`srclib.simulation.simulate`:
+an AR series with its own filter for each of the 9751 dipoles), carried out
+for a batch of windows at once (:class:`DipoleGains`, :func:`literal_batch`)
+so that a window costs milliseconds instead of the literal function's tens of
+milliseconds, in worker processes. The profile's training set is cached
+under ``data/<profile>/training/`` (:func:`load_training_set`).
 """
 
 import multiprocessing
@@ -24,55 +24,45 @@ from .headmodel import N_CHANNELS
 from .simulation import (_ar_filter_time_major, _stationary_start, add_sensor_noise,
                          ar_coefficients, ar_series, average_reference, grow_region)
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: one AR filter per dipole (literal_batch)
 
 # --------------------------------------------------------------------------
 # Fast sampler for the training set
 # --------------------------------------------------------------------------
 
 
-class FilterGroups:
-    """Fixed partition of the dipoles into groups that share AR coefficients.
+class DipoleGains:
+    """Scalp gains of every dipole, arranged for simulating many windows at once.
 
-    In the training set every dipole still has its own series and its own
-    innovations, but the dipoles are split (at random, once per training set)
-    into ``n_filters`` groups, and each group draws fresh AR coefficients in
-    every simulation. Within a group the summed scalp contribution of many
-    independent, identically filtered series is a Gaussian process whose
-    spatial covariance is the sum of the dipoles' gain outer products; this
-    class precomputes those sums so that a simulation costs a few 64 x 64
-    matrix operations instead of 9751 series.
+    The literal simulator (:func:`srclib.simulation.simulate`) projects one
+    window at a time; here the cortical gains (along the surface normals) and
+    the three gain columns of every deep dipole are kept as dense float32
+    matrices, so that the scalp projection of a whole batch of windows is one
+    matrix product per compartment, and a deep orientation drawn per window is
+    applied afterwards.
 
     Parameters
     ----------
     head : HeadModel
-    n_filters : int
-        Number of groups K.
-    rng : numpy.random.Generator
     """
 
-    def __init__(self, head, n_filters, rng):
-        if not 1 <= n_filters <= head.n_dipoles:
-            raise ValueError(f"n_filters must be in [1, {head.n_dipoles}], got {n_filters}")
-        self.n_filters = int(n_filters)
-        self.group = rng.permutation(np.arange(head.n_dipoles) % n_filters)
+    def __init__(self, head):
         lf = head.leadfield("simulation")
         ctx = head.is_cortical
+        self.n_dipoles = head.n_dipoles
+        self.is_cortical = ctx
+        self.cortex_index = np.flatnonzero(ctx)
+        self.deep_index = np.flatnonzero(~ctx)
         # Per-dipole gains, one row per dipole: fast to gather for a region.
         self.gain_rows = np.zeros((head.n_dipoles, N_CHANNELS))
         self.gain_rows[ctx] = np.einsum("cnk,nk->nc", lf[:, ctx], head.normals[ctx])
         self.deep_rows = np.zeros((head.n_dipoles, 3, N_CHANNELS))
         self.deep_rows[~ctx] = np.transpose(lf[:, ~ctx], (1, 2, 0))
-        self.is_cortical = ctx
-        cortex_cov = np.zeros((n_filters, N_CHANNELS, N_CHANNELS))
-        deep_cov = np.zeros((3, 3, n_filters, N_CHANNELS, N_CHANNELS))
-        for k in range(n_filters):
-            gk = self.gain_rows[ctx & (self.group == k)]
-            cortex_cov[k] = gk.T @ gk
-            lk = self.deep_rows[~ctx & (self.group == k)]
-            deep_cov[:, :, k] = np.einsum("nac,nbd->abcd", lk, lk)
-        self.cortex_cov = cortex_cov
-        self._deep_cov = deep_cov.reshape(9, -1)
+        # Matrices of the batched projection: (64, N_cortex) and (3 * 64, N_deep).
+        self.cortex = np.ascontiguousarray(self.gain_rows[ctx].T, np.float32)
+        self.deep = np.ascontiguousarray(
+            np.transpose(self.deep_rows[~ctx], (1, 2, 0)).reshape(3 * N_CHANNELS, -1),
+            np.float32)
 
     def gains(self, index, orientation):
         """Scalp gains, shape (len(index), 64), of some dipoles for a deep orientation."""
@@ -82,73 +72,86 @@ class FilterGroups:
         out[deep] = np.einsum("a,nac->nc", orientation, self.deep_rows[index[deep]])
         return out
 
-    def covariances(self, c, orientation):
-        """Per-group spatial covariances ``sum_i (1 - c_i)^2 g_i g_i^T``.
+    def project(self, series, orientation):
+        """Scalp projection of every dipole's series, for a batch of windows.
 
         Parameters
         ----------
-        c : list of ndarray, shape (N,)
-            Spatial coefficients of each simulation.
+        series : ndarray, shape (n_times, N, n)
+            One series per dipole and window, time-major.
         orientation : ndarray, shape (n, 3)
-            Deep-dipole direction of each simulation.
+            Deep-dipole direction of each window.
 
         Returns
         -------
-        cov : ndarray, shape (n, K, 64, 64)
-        region_gain : ndarray, shape (n, 64)
-            ``sum_i c_i g_i``, the scalp pattern of the centre's series.
+        eeg : ndarray, shape (n, 64, n_times)
+            ``sum_i g_i s_i`` over all dipoles, not re-referenced.
         """
-        n = len(c)
-        outer = np.einsum("na,nb->nab", orientation, orientation).reshape(n, 9)
-        cov = (outer @ self._deep_cov).reshape(n, self.n_filters, N_CHANNELS, N_CHANNELS)
-        cov += self.cortex_cov
-        region_gain = np.empty((n, N_CHANNELS))
-        for j in range(n):
-            region = np.flatnonzero(c[j])
-            region = region[np.argsort(self.group[region], kind="stable")]
-            bounds = np.searchsorted(self.group[region], np.arange(self.n_filters + 1))
-            g = self.gains(region, orientation[j])
-            region_gain[j] = c[j][region] @ g
-            g *= np.sqrt(1.0 - (1.0 - c[j][region]) ** 2)[:, None]
-            for k in range(self.n_filters):
-                gk = g[bounds[k] : bounds[k + 1]]
-                if len(gk):
-                    cov[j, k] -= gk.T @ gk
-        return cov, region_gain
+        cortex = np.matmul(self.cortex, series[:, self.cortex_index])  # (T, 64, n)
+        deep = np.matmul(self.deep, series[:, self.deep_index])  # (T, 3 * 64, n)
+        deep = deep.reshape(len(series), 3, N_CHANNELS, -1)
+        eeg = cortex + np.einsum("tacn,na->tcn", deep, orientation.astype(np.float32))
+        return np.ascontiguousarray(np.transpose(eeg, (2, 1, 0)), dtype=float)
 
 
-def sensor_background(cov, coefs, n_times, rng):
-    """Scalp activity of all non-centre dipoles, drawn in sensor space.
+def literal_batch(gains, c, orientation, n_times, rng, order=5, coefs=None):
+    """Noiseless scalp EEG of a batch of windows, one AR filter per dipole.
 
-    For group k, ``sum_i a_i s_i(t)`` over independent unit-variance AR series
-    with the same filter has the distribution of ``L_k w(t)``, where
-    ``L_k L_k^T = cov[k]`` and ``w`` holds 64 independent copies of that AR
-    series. This identity is exact for Gaussian innovations; it is checked
-    against the literal :func:`simulate` in the test suite.
+    This is :func:`srclib.simulation.simulate` carried out for several windows
+    at once: every dipole has its own stable AR series (its own coefficients),
+    the region is synchronised with the centre's series, and the sum is
+    projected through the simulation forward. The per-dipole coefficients of
+    the background are drawn once for the batch (each window's background is
+    a fresh draw of the literal simulator; windows of one batch share those
+    filters, not their series). The centre's coefficients are drawn for each
+    window on their own, independently of every background filter, as the
+    literal simulator draws one filter per dipole.
 
     Parameters
     ----------
-    cov : ndarray, shape (n, K, 64, 64)
-    coefs : ndarray, shape (n, K, p)
+    gains : DipoleGains
+    c : list of ndarray, shape (N,)
+        Spatial coefficients of each window (:func:`srclib.simulation.grow_region`,
+        1 at the centre).
+    orientation : ndarray, shape (n, 3)
+        Deep-dipole direction of each window.
     n_times : int
     rng : numpy.random.Generator
+    order : int
+        AR order.
+    coefs : ndarray, shape (N, order) | None
+        The background's per-dipole AR coefficients; drawn at random
+        (:func:`srclib.simulation.ar_coefficients`) if None.
 
     Returns
     -------
-    eeg : ndarray, shape (n, 64, n_times)
+    clean : ndarray, shape (n, 64, n_times)
         Not re-referenced.
+    centre_coefs : ndarray, shape (n, order)
+        The centre's AR coefficients of each window.
     """
-    n, k, p = coefs.shape
-    flat = coefs.reshape(-1, p)
-    initial, scale = _stationary_start(flat, rng, n_copies=N_CHANNELS)
-    w, _ = _ar_filter_time_major(
-        rng.standard_normal((n_times, n * k, N_CHANNELS)), flat.T[:, :, None],
-        np.moveaxis(initial, -1, 0),
-    )
-    w = np.moveaxis(w / scale[:, None], 0, -1)  # (n * k, 64, n_times)
-    jitter = 1e-10 * np.trace(cov, axis1=-2, axis2=-1)[..., None, None] / N_CHANNELS
-    chol = np.linalg.cholesky(cov + jitter * np.eye(N_CHANNELS))
-    return np.matmul(chol, w.reshape(n, k, N_CHANNELS, n_times)).sum(1)
+    n = len(c)
+    bank = ar_coefficients(gains.n_dipoles, rng, order) if coefs is None else coefs
+    if bank.shape != (gains.n_dipoles, order):
+        raise ValueError(f"coefs must have shape ({gains.n_dipoles}, {order}), got {bank.shape}")
+    initial, scale = _stationary_start(bank, rng, n_copies=n)  # (N, n, p), (N,)
+    innovations = rng.standard_normal((n_times, gains.n_dipoles, n))
+    series, _ = _ar_filter_time_major(innovations, bank.T[:, :, None],
+                                      np.moveaxis(initial, -1, 0))
+    series /= scale[:, None]
+    series = series.astype(np.float32)
+    clean = gains.project(series, orientation)
+    centre_coefs = ar_coefficients(n, rng, order)
+    centre = ar_series(n, n_times, rng, order, centre_coefs)
+    for j in range(n):
+        # Synchronisation: a region dipole carries c_i s_center + (1 - c_i) s_i,
+        # so c_i g_i s_i leaves the sum (the centre's own term entirely) and
+        # (sum_i c_i g_i) s_center joins it.
+        region = np.flatnonzero(c[j])
+        weighted = c[j][region, None] * gains.gains(region, orientation[j])  # (|R|, 64)
+        clean[j] -= weighted.T @ series[:, region, j].T
+        clean[j] += np.outer(weighted.sum(0), centre[j])
+    return clean, centre_coefs
 
 
 def draw_simulation_parameters(head, n, rng, fraction_subcortical=0.5,
@@ -178,17 +181,16 @@ def draw_simulation_parameters(head, n, rng, fraction_subcortical=0.5,
     )
 
 
-def training_set(head, n, rng, *, n_times=config.WINDOW, order=5, n_filters=8,
-                 fraction_subcortical=0.5, radius_range_mm=(5.0, 60.0),
-                 snr_range_db=(0.0, 20.0), batch=250, n_jobs=None, progress=True,
-                 return_meta=False):
+def training_set(head, n, rng, *, n_times=config.WINDOW, order=5, fraction_subcortical=0.5,
+                 radius_range_mm=(5.0, 60.0), snr_range_db=(0.0, 20.0), batch=32,
+                 n_jobs=None, progress=True, return_meta=False):
     """Simulate ``n`` training windows and their target coefficients.
 
     Every window has one region (centre in the cortex or the deep grey matter,
-    radius uniform in ``radius_range_mm``), all dipoles carrying AR activity
-    (AR coefficients shared within ``n_filters`` random dipole groups and
-    redrawn per window, see :class:`FilterGroups`), a random deep-dipole
-    orientation and an SNR uniform in ``snr_range_db``.
+    radius uniform in ``radius_range_mm``), every dipole carrying its own AR
+    series with its own coefficients (:func:`literal_batch`; the centre's
+    coefficients drawn on their own), a random deep-dipole orientation and an
+    SNR uniform in ``snr_range_db``.
 
     Batches are simulated in ``n_jobs`` worker processes, each batch from its
     own seed drawn from ``rng``, and every batch does its linear algebra on
@@ -204,10 +206,11 @@ def training_set(head, n, rng, *, n_times=config.WINDOW, order=5, n_filters=8,
     rng : numpy.random.Generator
     n_times : int
         Samples per window (50 = 0.2 s at 250 Hz).
-    order, n_filters, fraction_subcortical, radius_range_mm, snr_range_db
+    order, fraction_subcortical, radius_range_mm, snr_range_db
         Simulator settings (see above).
     batch : int
-        Windows simulated together.
+        Windows simulated together; they share one draw of the background's
+        per-dipole AR coefficients (see :func:`literal_batch`).
     n_jobs : int | None
         Worker processes; None uses every core (at most 8), 1 runs in this process.
     progress : bool
@@ -231,13 +234,13 @@ def training_set(head, n, rng, *, n_times=config.WINDOW, order=5, n_filters=8,
     meta = draw_simulation_parameters(
         head, n, rng, fraction_subcortical, radius_range_mm, snr_range_db
     )
-    groups = FilterGroups(head, n_filters, rng)
+    gains = DipoleGains(head)
     starts = range(0, n, batch)
     jobs = [(np.arange(s, min(s + batch, n)), seed)
             for s, seed in zip(starts, rng.integers(0, 2**63, len(starts)))]
     X = np.empty((n, N_CHANNELS, n_times), np.float32)
     Y = np.zeros((n, head.n_dipoles), np.float32)
-    _WORKER_STATE.update(head=head, groups=groups, meta=meta, order=order, n_times=n_times)
+    _WORKER_STATE.update(head=head, gains=gains, meta=meta, order=order, n_times=n_times)
     try:
         with _worker_pool(n_jobs) as run:
             for idx, x, rows, cols, vals in tqdm(
@@ -260,18 +263,12 @@ def _training_batch(job):
     """Simulate one batch of training windows (runs in a worker process)."""
     idx, seed = job
     st = _WORKER_STATE
-    head, groups, meta, order, n_times = (
-        st["head"], st["groups"], st["meta"], st["order"], st["n_times"]
+    head, gains, meta, order, n_times = (
+        st["head"], st["gains"], st["meta"], st["order"], st["n_times"]
     )
     rng = np.random.default_rng(seed)
     c = [grow_region(head, int(meta["center"][i]), meta["radius_mm"][i]) for i in idx]
-    cov, region_gain = groups.covariances(c, meta["orientation"][idx])
-    k = groups.n_filters
-    coefs = ar_coefficients(len(idx) * k, rng, order).reshape(len(idx), k, order)
-    clean = sensor_background(cov, coefs, n_times, rng)
-    centre_coefs = coefs[np.arange(len(idx)), groups.group[meta["center"][idx]]]
-    centre = ar_series(len(idx), n_times, rng, order, centre_coefs)
-    clean += region_gain[:, :, None] * centre[:, None, :]
+    clean, _ = literal_batch(gains, c, meta["orientation"][idx], n_times, rng, order)
     x, _ = add_sensor_noise(average_reference(clean), meta["snr_db"][idx], rng)
     rows, cols = np.nonzero(np.asarray(c))
     vals = np.asarray(c)[rows, cols].astype(np.float32)
@@ -362,7 +359,7 @@ def load_training_set(profile="paper", head=None, *, progress=True):
         t0 = time.perf_counter()
         X, Y, meta = training_set(
             head, params["n_train"], np.random.default_rng(params["train_seed"]),
-            order=params["ar_order"], n_filters=params["n_filters"],
+            order=params["ar_order"], batch=params["windows_per_batch"],
             fraction_subcortical=params["fraction_subcortical"],
             radius_range_mm=params["radius_range_mm"], snr_range_db=params["snr_range_db"],
             progress=progress, return_meta=True,

@@ -49,9 +49,8 @@ def test_input_is_scale_and_reference_invariant():
 def test_loss_falls_and_a_tiny_set_is_overfitted():
     X, Y = _data(n=30, n_dipoles=5)
     model = _model(n_dipoles=5)
-    result = network.train(model, X, Y, max_epochs=150, batch_size=10, learning_rate=3e-3,
-                           weight_decay=0.0, patience=1000, lr_patience=1000,
-                           validation_fraction=0.1,
+    result = network.train(model, X, Y, n_steps=450, batch_size=10, learning_rate=3e-3,
+                           warmup_fraction=0.0, weight_decay=0.0, validation_fraction=0.1,
                            progress=False)
     losses = [h["train_loss"] for h in result["history"]]
     assert losses[-1] < 0.05 * losses[0]
@@ -64,26 +63,112 @@ def test_loss_falls_and_a_tiny_set_is_overfitted():
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_resume_equals_uninterrupted(tmp_path, dropout):
     X, Y = _data(n=40)
-    kw = dict(batch_size=8, learning_rate=1e-3, patience=100, seed=3, progress=False)
+    positions = np.random.default_rng(0).standard_normal((30, 3)) * 0.05
+    kw = dict(n_steps=18, batch_size=8, learning_rate=1e-3, warmup_fraction=0.2, seed=3,
+              positions=positions, is_cortical=np.arange(30) < 15, progress=False)
     whole = _model(seed=1, dropout=dropout)
-    network.train(whole, X, Y, max_epochs=4, **kw)
+    network.train(whole, X, Y, **kw)
     part = _model(seed=1, dropout=dropout)
-    network.train(part, X, Y, max_epochs=2, checkpoint_dir=tmp_path, **kw)
+    network.train(part, X, Y, checkpoint_dir=tmp_path, until_epoch=2, **kw)
     torch.manual_seed(12345)  # a fresh process: the global RNG is wherever it is
     resumed = _model(seed=99, dropout=dropout)  # weights are replaced by the checkpoint
-    result = network.train(resumed, X, Y, max_epochs=4, checkpoint_dir=tmp_path, **kw)
-    assert len(result["history"]) == 4
+    result = network.train(resumed, X, Y, checkpoint_dir=tmp_path, **kw)
+    assert len(result["history"]) == 4  # 36 windows, 5 steps per epoch, the last epoch cut
+    assert result["steps"] == 18 and result["history"][-1]["step"] == 18
     for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
 
 
 def test_same_seed_same_weights():
     X, Y = _data(n=20)
-    kw = dict(max_epochs=2, batch_size=5, patience=10, seed=4, progress=False)
+    kw = dict(n_steps=8, batch_size=5, seed=4, progress=False)
     a, b = _model(seed=2), _model(seed=2)
     network.train(a, X, Y, **kw)
     network.train(b, X, Y, **kw)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_learning_rate_schedule_at_given_steps():
+    lr = network.learning_rate_at
+    # 100 steps, 10 of warm-up, peak 1e-3.
+    assert np.isclose(lr(0, 100, 1e-3, 10), 1e-4)
+    assert np.isclose(lr(4, 100, 1e-3, 10), 5e-4)
+    assert np.isclose(lr(9, 100, 1e-3, 10), 1e-3)
+    assert np.isclose(lr(10, 100, 1e-3, 10), 1e-3)  # cosine starts at the peak
+    assert np.isclose(lr(55, 100, 1e-3, 10), 0.5e-3)  # half-way through the decay
+    assert np.isclose(lr(100, 100, 1e-3, 10), 0.0)
+    assert np.isclose(lr(32, 100, 1e-3, 10), 1e-3 * 0.5 * (1 + np.cos(np.pi * 22 / 90)))
+    assert np.isclose(lr(0, 100, 1e-3, 0), 1e-3)
+    steps = [lr(s, 100, 1e-3, 10) for s in range(100)]
+    assert np.all(np.diff(steps[10:]) < 0)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        lr(0, 100, 1e-3, 100)
+
+
+def test_training_follows_the_schedule_step_by_step():
+    X, Y = _data(n=40)
+    result = network.train(_model(), X, Y, n_steps=13, batch_size=8, learning_rate=2e-3,
+                           warmup_fraction=0.25, progress=False)
+    # 36 training windows: 5 steps per epoch; the lr logged is that of the epoch's last step.
+    assert [h["step"] for h in result["history"]] == [5, 10, 13]
+    for h in result["history"]:
+        assert np.isclose(h["lr"], network.learning_rate_at(h["step"] - 1, 13, 2e-3, 3))
+
+
+def test_output_bias_starts_at_the_prior_logit():
+    X, Y = _data(n=40, n_dipoles=30)
+    Y[:, 0] = 0.5
+    logit = network.prior_logit(Y)
+    p = Y.mean(0)
+    assert np.allclose(torch.sigmoid(logit).numpy(), np.clip(p, 1e-4, 1 - 1e-4), atol=1e-6)
+    model = _model()
+    with torch.no_grad():  # zero output weights: the output is the bias
+        model.out.weight.zero_()
+    network.train(model, X, Y, n_steps=1, learning_rate=1e-12, batch_size=8, progress=False)
+    train_idx, _ = network.split_train_validation(40, 0.1, 0)
+    expected = torch.sigmoid(network.prior_logit(Y[train_idx])).numpy()
+    assert np.allclose(network.predict(model, X[:3]), expected, atol=1e-4)
+
+
+def test_localization_criterion_disagrees_with_bce_on_a_hand_made_case():
+    """A peaked but badly calibrated map localises; a flat calibrated one does not.
+
+    Four dipoles on a line (1 cm apart), dipoles 0-1 cortical, 2-3 deep; each
+    window's region is its centre (c = 1) and a neighbour (c = 0.5).
+    """
+    positions = np.array([[0.0, 0, 0], [0.01, 0, 0], [0.02, 0, 0], [0.03, 0, 0]])
+    is_cortical = np.array([True, True, False, False])
+    Y = np.array([[1.0, 0.5, 0, 0], [0.5, 1.0, 0, 0], [0, 0, 1.0, 0.5], [0, 0, 0.5, 1.0]])
+    peaked = np.where(Y == 1.0, 0.99, 0.9)  # right peak, everything else far too high
+    flat = np.clip(Y * 0.5 + 0.2, 0, 1)
+    flat[np.arange(4), [1, 0, 3, 2]] += 0.3  # close to c everywhere, peak on the neighbour
+
+    def bce(y):
+        return -np.mean(Y * np.log(y) + (1 - Y) * np.log(1 - y))
+
+    assert bce(flat) < bce(peaked)
+    crit_peaked, med_peaked = network.localization_criterion(peaked, Y, positions, is_cortical)
+    crit_flat, med_flat = network.localization_criterion(flat, Y, positions, is_cortical)
+    assert crit_peaked == 0.0 and med_peaked == {"cortex": 0.0, "subcortical": 0.0}
+    assert np.isclose(crit_flat, 10.0) and np.isclose(med_flat["subcortical"], 10.0)
+
+
+def test_checkpoint_is_chosen_on_localisation_not_bce():
+    """The kept epoch is the one with the lowest localisation criterion."""
+    X, Y = _data(n=60, n_dipoles=30)
+    positions = np.random.default_rng(1).standard_normal((30, 3)) * 0.05
+    model = _model(dropout=0.3)
+    result = network.train(model, X, Y, n_steps=60, batch_size=6, learning_rate=3e-3,
+                           positions=positions, is_cortical=np.arange(30) < 15, seed=1,
+                           progress=False)
+    crit = [h["val_mle_mm"] for h in result["history"]]
+    assert result["criterion"] == "val_mle_mm"
+    assert result["best_epoch"] == 1 + int(np.argmin(crit))
+    assert result["best_criterion"] == min(crit)
+    _, val_idx = network.split_train_validation(60, 0.1, 1)
+    kept, _ = network.localization_criterion(network.predict(model, X[val_idx]), Y[val_idx],
+                                             positions, np.arange(30) < 15)
+    assert np.isclose(kept, min(crit))
 
 
 def test_weights_load_with_weights_only(tmp_path):
@@ -116,7 +201,7 @@ def test_nan_input():
 def test_bad_targets():
     X, Y = _data(n=10)
     with pytest.raises(ValueError, match="Y must"):
-        network.train(_model(), X, Y * 2, max_epochs=1, progress=False)
+        network.train(_model(), X, Y * 2, n_steps=1, progress=False)
 
 
 def test_mne_input_is_picked_by_name_and_resampled():

@@ -207,37 +207,90 @@ def test_too_few_samples_for_the_ar_order(head, rng):
         sim.simulate(head, c, 7, 4, 10.0, rng, order=5)
 
 
+def _second_moments(x):
+    """Channel covariances at lags 0 and 1, averaged over windows and samples."""
+    lag0 = np.einsum("rct,rdt->cd", x, x) / (x.shape[0] * x.shape[2])
+    lag1 = np.einsum("rct,rdt->cd", x[:, :, 1:], x[:, :, :-1]) / (x.shape[0] * (x.shape[2] - 1))
+    return lag0, lag1
+
+
+def _autocorrelation(x, lag):
+    """Per-window lag autocorrelation of the scalp signal, pooled over channels."""
+    x = x - x.mean(-1, keepdims=True)
+    return np.einsum("rct,rct->r", x[..., lag:], x[..., :-lag]) / np.einsum("rct,rct->r", x, x)
+
+
 @pytest.mark.slow
-def test_fast_sampler_matches_the_literal_simulator(head):
-    """sensor_background + centre term has the covariance of the literal chain."""
-    rng = np.random.default_rng(3)
-    groups = sampler.FilterGroups(head, 4, rng)
-    center = int(np.flatnonzero(~head.is_cortical)[8])
-    c = sim.grow_region(head, center, 25.0)
+def test_sampler_matches_the_literal_simulator_with_one_filter_per_dipole(head):
+    """Mean covariances and the window-to-window spread of the spectrum match.
+
+    The spread is the test's teeth: sharing AR coefficients within a few dipole
+    groups keeps the mean covariance but makes each window's background
+    spectrum a mix of few random spectra, so it varies far more from window to
+    window than with one filter per dipole. The negative control below (the
+    literal simulator with coefficients shared in 8 groups) must fail it.
+    """
+    rng = np.random.default_rng(1)
+    center = int(np.flatnonzero(head.is_cortical)[40])
+    c = sim.grow_region(head, center, 30.0)
     o = sim.random_orientation(rng)
-    bank = sim.ar_coefficients(4, rng)
-    n_times, n_rep = 6, 3000
-    # Literal: one AR series per dipole, coefficients of its group.
-    coefs = bank[groups.group]
-    literal = np.stack([
-        sim.simulate(head, c, center, n_times, 10.0, rng, coefs=coefs, orientation=o,
-                     return_details=True)[1]["clean"] for _ in range(n_rep)
+    n_times, n_rep, batch = 200, 80, 8
+
+    def literal(coefs=None):
+        return np.stack([
+            sim.simulate(head, c, center, n_times, 10.0, rng, orientation=o,
+                         coefs=None if coefs is None else coefs(), return_details=True)[1]["clean"]
+            for _ in range(n_rep)
+        ])
+
+    reference = literal()
+    group = rng.permutation(np.arange(head.n_dipoles) % 8)
+    grouped = literal(lambda: sim.ar_coefficients(8, rng)[group])
+    gains = sampler.DipoleGains(head)
+    fast = np.concatenate([
+        sim.average_reference(sampler.literal_batch(
+            gains, [c] * batch, np.repeat(o[None], batch, 0), n_times, rng)[0])
+        for _ in range(n_rep // batch)
     ])
-    cov, region_gain = groups.covariances([c], o[None])
-    fast = sampler.sensor_background(np.repeat(cov, n_rep, 0), np.repeat(bank[None], n_rep, 0),
-                                 n_times, rng)
-    centre = sim.ar_series(n_rep, n_times, rng, coefs=np.repeat(bank[groups.group[center]][None], n_rep, 0))
-    fast = sim.average_reference(fast + region_gain[:, :, None] * centre[:, None, :])
-
-    def second_moments(x):
-        lag0 = np.einsum("rct,rdt->cd", x, x) / (x.shape[0] * x.shape[2])
-        lag1 = np.einsum("rct,rdt->cd", x[:, :, 1:], x[:, :, :-1]) / (x.shape[0] * (x.shape[2] - 1))
-        return lag0, lag1
-
-    for a, b in zip(second_moments(literal), second_moments(fast)):
-        scale = np.abs(a).max()
-        assert np.abs(a - b).max() / scale < 0.1
+    for a, b in zip(_second_moments(reference), _second_moments(fast)):
+        assert np.abs(a - b).max() / np.abs(a).max() < 0.1
         assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.98
+    for lag in (1, 3):
+        spread = _autocorrelation(reference, lag).std()
+        assert 0.7 < _autocorrelation(fast, lag).std() / spread < 1.4
+        assert abs(_autocorrelation(fast, lag).mean() - _autocorrelation(reference, lag).mean()) \
+            < 3 * spread / np.sqrt(n_rep)
+        assert _autocorrelation(grouped, lag).std() / spread > 1.8  # the control fails
+
+
+def test_centre_coefficients_are_drawn_on_their_own(head):
+    """The centre's AR filter is independent of the background's filters.
+
+    With every background dipole on one fixed filter, the centre's coefficients
+    still follow the prior of :func:`simulation.ar_coefficients` and differ
+    between windows (a group's or the bank's coefficients would equal ``fixed``).
+    """
+    rng = np.random.default_rng(2)
+    gains = sampler.DipoleGains(head)
+    fixed = np.tile(sim.ar_coefficients(1, rng)[0], (head.n_dipoles, 1))
+    center = int(np.flatnonzero(~head.is_cortical)[5])
+    c = np.zeros(head.n_dipoles)
+    c[center] = 1.0
+    n = 400
+    orientation = np.tile([0.0, 0.0, 1.0], (n, 1))
+    _, centre = sampler.literal_batch(gains, [c] * n, orientation, 50, rng, coefs=fixed)
+    prior = sim.ar_coefficients(20000, rng)
+    assert not np.any(np.all(np.isclose(centre, fixed[0]), axis=1))
+    assert len(np.unique(centre.round(8), axis=0)) == n
+    assert np.all(np.abs(centre.mean(0) - prior.mean(0)) < 4 * prior.std(0) / np.sqrt(n))
+    assert np.all(np.abs(centre.std(0) / prior.std(0) - 1) < 0.2)
+
+
+def test_literal_batch_bad_coefficients(head, rng):
+    gains = sampler.DipoleGains(head)
+    c = sim.grow_region(head, 7, 15.0)
+    with pytest.raises(ValueError, match="coefs must have shape"):
+        sampler.literal_batch(gains, [c], np.ones((1, 3)), 50, rng, coefs=np.zeros((3, 5)))
 
 
 # --- data sets ----------------------------------------------------------------

@@ -85,7 +85,7 @@ def test_train_and_predict_run_on_the_chosen_threads_and_restore_them(monkeypatc
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        network.train(model, X, Y, max_epochs=1, batch_size=16, progress=False)
+        network.train(model, X, Y, n_steps=4, batch_size=16, progress=False)
         network.predict(model, X[:3])
         assert seen and set(seen) == {1}
         assert torch.get_num_threads() == 2
@@ -102,7 +102,7 @@ def test_thread_count_changes_training_by_rounding_only():
         for n in (1, 2):
             torch.set_num_threads(n)
             model = _model()
-            network.train.__wrapped__(model, X, Y, max_epochs=2, batch_size=16, progress=False)
+            network.train.__wrapped__(model, X, Y, n_steps=8, batch_size=16, progress=False)
             weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     finally:
         torch.set_num_threads(before)
