@@ -40,6 +40,9 @@ _PAPER = {
         "train_seed": 2025,
         "fraction_subcortical": 0.5,
         "radius_range_mm": [5.0, 60.0],
+        # Coefficient profile of a region (srclib.simulation.PROFILE_SHAPES),
+        # calibrated on the paper's Perfect PAS (the simulator chapter).
+        "profile_shape": "gaussian",
         "snr_range_db": [0.0, 20.0],
         "ar_order": 5,
         "n_filters": 8,
