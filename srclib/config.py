@@ -42,7 +42,7 @@ _PAPER = {
         "radius_range_mm": [5.0, 60.0],
         # Coefficient profile of a region (srclib.simulation.PROFILE_SHAPES),
         # calibrated on the paper's Perfect PAS (the simulator chapter).
-        "profile_shape": "gaussian",
+        "profile_shape": "gaussian_2r",
         "snr_range_db": [0.0, 20.0],
         "ar_order": 5,
         "n_filters": 8,

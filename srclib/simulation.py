@@ -186,6 +186,29 @@ def perfect_spread_table(head, regions=("A", "B", "C", "D"), shapes=tuple(PROFIL
     return table
 
 
+def region_hemispheres(head, c):
+    """Number of region dipoles (``c > 0``) in each hemisphere.
+
+    Parameters
+    ----------
+    head : HeadModel
+    c : ndarray, shape (N,)
+
+    Returns
+    -------
+    counts : dict
+        ``{"left": int, "right": int}``, from each dipole's structure name
+        (``ctx-lh`` and ``Left-*`` are left, ``ctx-rh`` and ``Right-*`` right).
+    """
+    c = np.asarray(c)
+    if c.shape != (head.n_dipoles,):
+        raise ValueError(f"c must have shape ({head.n_dipoles},), got {c.shape}")
+    names = head.structure[c > 0]
+    left = np.char.startswith(names.astype(str), "Left-") | (names == "ctx-lh")
+    right = np.char.startswith(names.astype(str), "Right-") | (names == "ctx-rh")
+    return {"left": int(left.sum()), "right": int(right.sum())}
+
+
 def _reachable(head, allowed, start):
     """Dipoles reachable from ``start`` through ``allowed`` dipoles only (BFS)."""
     rows, cols = head.edges  # row-sorted, so the kept edges are too

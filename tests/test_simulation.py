@@ -126,6 +126,20 @@ def test_flatter_profiles_spread_more(head):
     assert pas["gaussian_2r"] <= pas["flat"] + 1e-9
 
 
+def test_region_hemispheres(head):
+    left_ctx = int(np.flatnonzero(head.structure == "ctx-lh")[0])
+    c = sim.grow_region(head, left_ctx, 200.0)
+    assert sim.region_hemispheres(head, c) == {"left": int((c > 0).sum()), "right": 0}
+    deep = ~head.is_cortical
+    center = int(np.flatnonzero(head.structure == "Left-Putamen")[0])
+    c = sim.grow_region(head, center, 200.0)  # the whole deep grid, both sides
+    sides = sim.region_hemispheres(head, c)
+    assert sides["left"] > 0 and sides["right"] > 0
+    assert sides["left"] + sides["right"] == (c > 0).sum() == deep.sum()
+    with pytest.raises(ValueError, match="c must have shape"):
+        sim.region_hemispheres(head, c[:-1])
+
+
 def test_bad_profile_shape(head):
     with pytest.raises(ValueError, match="shape must be one of"):
         sim.grow_region(head, 0, 10.0, "cosine")
