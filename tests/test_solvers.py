@@ -149,8 +149,10 @@ def test_smoothness_prior_is_kept(head, kernels, method):
 
     For single dipoles, the penalty ``|B Omega j|^2 / |Omega j|^2`` of the
     estimate (per component) is small compared with the minimum norm's: the
-    prior shapes the solution. A ridge that swamped the penalty would give
-    about MNE's value.
+    prior shapes the solution. On the quick source space the ratio is about
+    0.001-0.002 with the ridge used; a ridge ten times larger gives about
+    0.007, the earlier one (1 % of the mean diagonal of ``B^T B``) about 0.025,
+    and one that swamps the penalty about 0.2.
     """
     op = solvers.weight_operator(head, method)
     gain = head.leadfield("inverse")
@@ -164,7 +166,7 @@ def test_smoothness_prior_is_kept(head, kernels, method):
         bu = np.stack([op @ u[:, k, :] for k in range(3)], 1)
         return (bu**2).sum(axis=(0, 1)) / (u**2).sum(axis=(0, 1))
 
-    assert np.median(roughness(kernels[method]) / roughness(kernels["MNE"])) < 0.2
+    assert np.median(roughness(kernels[method]) / roughness(kernels["MNE"])) < 0.005
 
 
 @pytest.mark.parametrize("method", ["dSPM", "dSPM_depthw"])
