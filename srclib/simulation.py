@@ -5,7 +5,9 @@ A simulation has four steps, each a function here:
 1. *spatial module* (:func:`grow_region`): a region grows from a centre dipole
    over the source-space adjacency, within the centre's compartment and a
    radius; each member gets a coefficient ``c`` that falls from 1 at the
-   centre with distance (Gaussian, sigma = radius / 2, 0 beyond the radius);
+   centre with distance, following a profile shape (:data:`PROFILE_SHAPES`;
+   the default is the profile setting ``simulation.profile_shape``), 0 beyond
+   the radius;
 2. *temporal module* (:func:`ar_series`): every dipole, active or not, carries
    its own stationary autoregressive (AR) series of unit variance;
 3. *synchronisation* (:func:`synchronize`):
@@ -26,7 +28,8 @@ from scipy.sparse.csgraph import breadth_first_order
 
 from . import config
 from .headmodel import N_CHANNELS
-from .check import check_center, check_n_times, check_order, check_radius, check_snr
+from .check import (check_center, check_n_times, check_option, check_order, check_radius,
+                    check_snr)
 
 #: Pole moduli of the random AR filters (stable: strictly inside the unit circle).
 POLE_MODULUS = (0.5, 0.95)
@@ -40,7 +43,49 @@ PEAK_FREQUENCY_HZ = (1.0, 45.0)
 # --------------------------------------------------------------------------
 
 
-def grow_region(head, center, radius_mm):
+#: Coefficient profiles of a region: ``c`` as a function of ``u = d / r``
+#: (distance over radius, in [0, 1]). Each equals 1 at the centre.
+PROFILE_SHAPES = {
+    "gaussian": lambda u: np.exp(-0.5 * (u / 0.5) ** 2),  # sigma = r / 2
+    "gaussian_r": lambda u: np.exp(-0.5 * u**2),  # sigma = r
+    "gaussian_2r": lambda u: np.exp(-0.5 * (u / 2.0) ** 2),  # sigma = 2 r
+    "linear": lambda u: 1.0 - u,
+    "flat": lambda u: np.ones_like(u),
+}
+
+
+def profile_coefficients(distance, radius, shape):
+    """Coefficient ``c`` at distances from the centre, for one profile shape.
+
+    Parameters
+    ----------
+    distance : ndarray
+        Distances from the centre, within ``[0, radius]`` (any unit).
+    radius : float
+        Region radius, same unit, positive.
+    shape : str
+        A key of :data:`PROFILE_SHAPES`: ``"gaussian"`` (sigma = r / 2),
+        ``"gaussian_r"`` (sigma = r), ``"gaussian_2r"`` (sigma = 2 r),
+        ``"linear"`` (``1 - d / r``, 0 at the rim) or ``"flat"`` (1 in the
+        whole region).
+
+    Returns
+    -------
+    c : ndarray
+        Same shape as ``distance``; 1 at the centre.
+    """
+    check_option("shape", shape, tuple(PROFILE_SHAPES))
+    return PROFILE_SHAPES[shape](np.asarray(distance, float) / radius)
+
+
+def default_profile_shape(head):
+    """The profile shape of ``head``'s profile (setting ``simulation.profile_shape``)."""
+    profile = getattr(head, "profile", None)
+    profile = profile if profile in config.PROFILES else "paper"
+    return config.get_params(profile, "simulation")["profile_shape"]
+
+
+def grow_region(head, center, radius_mm, shape=None):
     """Grow an active region from a centre dipole (the spatial module).
 
     The region is the set of dipoles reached from ``center`` over the
@@ -54,22 +99,114 @@ def grow_region(head, center, radius_mm):
         Index of the centre dipole.
     radius_mm : float
         Region radius in millimetres, in (0, 200].
+    shape : str | None
+        Coefficient profile, a key of :data:`PROFILE_SHAPES`; None takes the
+        setting ``profile_shape`` of the head model's profile
+        (:func:`default_profile_shape`).
 
     Returns
     -------
     c : ndarray, shape (N,)
-        Spatial coefficients: ``exp(-d**2 / (2 sigma**2))`` with
-        ``sigma = radius / 2`` inside the region (1 at the centre), 0 elsewhere.
+        Spatial coefficients: the profile at each member's distance from the
+        centre (1 at the centre), 0 elsewhere.
     """
     center = check_center(head, center)
     radius = check_radius(radius_mm) / 1000.0
+    shape = default_profile_shape(head) if shape is None else shape
+    check_option("shape", shape, tuple(PROFILE_SHAPES))
     diff = head.positions - head.positions[center]
     dist = np.sqrt(np.einsum("ij,ij->i", diff, diff))
     inside = (dist <= radius) & (head.is_cortical == head.is_cortical[center])
     region = _reachable(head, inside, center)
     c = np.zeros(head.n_dipoles)
-    c[region] = np.exp(-0.5 * (dist[region] / (radius / 2.0)) ** 2)
+    c[region] = profile_coefficients(dist[region], radius, shape)
     return c
+
+
+def perfect_spread_mm(head, center, radius_mm, shapes=tuple(PROFILE_SHAPES)):
+    """Peak activity spread of the Perfect prediction (``y = c``) for each profile shape.
+
+    The Perfect row of the paper's tables scores the truth itself, so its
+    PAS depends on the region and the coefficient profile only: no
+    simulation is needed.
+
+    Parameters
+    ----------
+    head : HeadModel
+    center : int
+    radius_mm : float
+    shapes : sequence of str
+        Keys of :data:`PROFILE_SHAPES`.
+
+    Returns
+    -------
+    pas_mm : dict
+        ``{shape: PAS in mm}``.
+    """
+    from .metrics import peak_activity_spread_mm
+
+    return {shape: float(peak_activity_spread_mm(grow_region(head, center, radius_mm, shape),
+                                                 head.positions))
+            for shape in shapes}
+
+
+def perfect_spread_table(head, regions=("A", "B", "C", "D"), shapes=tuple(PROFILE_SHAPES)):
+    """The Perfect prediction's PAS for test regions and profile shapes, beside the paper's.
+
+    Parameters
+    ----------
+    head : HeadModel
+    regions : sequence of str
+        Names of ``data/regions.yaml`` reported in the paper's tables.
+    shapes : sequence of str
+        Keys of :data:`PROFILE_SHAPES`.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per shape and one column per region (PAS in mm), a row
+        ``"paper"`` with the paper's Perfect PAS, and a column
+        ``"mean |error| (mm)"``: each shape's mean absolute difference from
+        the paper over the regions (0 in the paper row).
+    """
+    import pandas as pd
+
+    from .regions import resolve_region
+    from .results import paper_table
+
+    columns = {}
+    for region in regions:
+        spec = resolve_region(head, region)
+        columns[region] = perfect_spread_mm(head, spec["center"], spec["radius_mm"], shapes)
+    table = pd.DataFrame(columns)
+    paper = pd.Series({r: float(paper_table(r).loc["Perfect", "PAS_mm"]) for r in regions})
+    table["mean |error| (mm)"] = (table[list(regions)] - paper).abs().mean(1)
+    table.loc["paper"] = list(paper) + [0.0]
+    table.index.name = "profile shape"
+    return table
+
+
+def region_hemispheres(head, c):
+    """Number of region dipoles (``c > 0``) in each hemisphere.
+
+    Parameters
+    ----------
+    head : HeadModel
+    c : ndarray, shape (N,)
+
+    Returns
+    -------
+    counts : dict
+        ``{"left": int, "right": int}``, from each dipole's structure name
+        (``ctx-lh`` and ``Left-*`` are left, ``ctx-rh`` and ``Right-*`` right).
+    """
+    c = np.asarray(c)
+    if c.shape != (head.n_dipoles,):
+        raise ValueError(f"c must have shape ({head.n_dipoles},), got {c.shape}")
+    names = head.structure[c > 0]
+    left = np.char.startswith(names.astype(str), "Left-") | (names == "ctx-lh")
+    right = np.char.startswith(names.astype(str), "Right-") | (names == "ctx-rh")
+    return {"left": int(left.sum()), "right": int(right.sum())}
 
 
 def _reachable(head, allowed, start):

@@ -14,8 +14,8 @@ from .headmodel import STRUCTURES, fsaverage_to_mni152
 #: One colour per deep structure (left and right share it).
 STRUCTURE_COLORS = dict(zip(STRUCTURES, plt.get_cmap("tab10").colors))
 
-#: Colours of the two compartments in every figure.
-COMPARTMENT_COLORS = {"cortical": "0.4", "subcortical": "tab:purple"}
+#: Colours of the two compartments in every figure, keyed as ``HeadModel.compartment``.
+COMPARTMENT_COLORS = {"cortex": "0.4", "subcortical": "tab:purple"}
 
 #: The book's figure style, set by :func:`set_style` at the top of every notebook.
 STYLE = {"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False}

@@ -26,8 +26,9 @@ def test_region_coefficients(head, rng, compartment):
         # Decreasing with distance: the order of c is the reverse order of distance.
         order = np.argsort(dist[region])
         assert np.all(np.diff(c[region][order]) <= 1e-12)
-        # Gaussian profile with sigma = radius / 2.
-        assert np.allclose(c[region], np.exp(-0.5 * (dist[region] / (radius_mm / 2)) ** 2))
+        # The profile's shape (the profile setting), at each member's distance.
+        shape = sim.default_profile_shape(head)
+        assert np.allclose(c[region], sim.profile_coefficients(dist[region], radius_mm, shape))
         # Connected over the source-space adjacency.
         sub = head.adjacency[region][:, region]
         assert connected_components(sub, directed=False)[0] == 1
@@ -40,6 +41,108 @@ def test_region_is_the_connected_component_of_the_ball(head):
     hemi = head.structure[center]
     assert set(head.structure[c > 0]) == {hemi}
     assert (c > 0).sum() == (head.structure == hemi).sum()
+
+
+def test_default_profile_shape_is_the_profile_setting(head):
+    from srclib import config
+
+    assert sim.default_profile_shape(head) == config.get_params("quick", "simulation")[
+        "profile_shape"]
+    assert sim.default_profile_shape(head) in sim.PROFILE_SHAPES
+
+
+def test_profile_shapes_values():
+    u = np.array([0.0, 0.5, 1.0])
+    r = 0.03
+    d = u * r
+    assert np.allclose(sim.profile_coefficients(d, r, "gaussian"), np.exp(-2 * u**2))
+    assert np.allclose(sim.profile_coefficients(d, r, "gaussian_r"), np.exp(-u**2 / 2))
+    assert np.allclose(sim.profile_coefficients(d, r, "gaussian_2r"), np.exp(-u**2 / 8))
+    assert np.allclose(sim.profile_coefficients(d, r, "linear"), [1.0, 0.5, 0.0])
+    assert np.allclose(sim.profile_coefficients(d, r, "flat"), 1.0)
+
+
+@pytest.mark.parametrize("shape", sim.PROFILE_SHAPES)
+def test_every_shape_grows_the_same_region(head, shape):
+    center = int(np.flatnonzero(~head.is_cortical)[20])
+    reference = sim.grow_region(head, center, 25.0, "flat")
+    c = sim.grow_region(head, center, 25.0, shape)
+    assert c[center] == 1.0
+    assert np.all((c >= 0) & (c <= 1))
+    # Same members (the linear profile is 0 exactly at the rim only).
+    assert np.all((c > 0) <= (reference > 0))
+    dist = np.linalg.norm(head.positions - head.positions[center], axis=1)
+    assert np.all((reference > 0) & ~(c > 0) <= np.isclose(dist, 0.025))
+
+
+class _Chain:
+    """A hand-made source space: 2m + 1 cortical dipoles on a line, spacing h."""
+
+    profile = None
+
+    def __init__(self, m, h):
+        x = h * np.arange(-m, m + 1)
+        self.positions = np.c_[x, np.zeros_like(x), np.zeros_like(x)]
+        self.n_dipoles = len(x)
+        self.compartment = np.full(self.n_dipoles, "cortex")
+        self.is_cortical = np.ones(self.n_dipoles, bool)
+        rows = np.arange(self.n_dipoles - 1)
+        self.edges = (rows, rows + 1)
+
+
+@pytest.mark.parametrize("m_inside", [1, 4, 10])
+def test_perfect_spread_of_a_flat_region_is_analytic(m_inside):
+    """Flat profile on a line: the peak set is the whole region, x = -k h ... k h.
+
+    Its root-mean-square distance to the centroid (0) is
+    ``h sqrt(sum_{j=-k}^{k} j^2 / (2k + 1)) = h sqrt(k (k + 1) / 3)``.
+    """
+    h, k = 0.002, m_inside
+    chain = _Chain(30, h)
+    center = 30
+    radius_mm = 1000 * h * (k + 0.5)
+    pas = sim.perfect_spread_mm(chain, center, radius_mm, ["flat"])["flat"]
+    assert np.isclose(pas, 1000 * h * np.sqrt(k * (k + 1) / 3))
+
+
+def test_perfect_spread_of_a_gaussian_region_is_analytic():
+    """Gaussian profile (sigma = r / 2) on a line: the peak set is c >= 0.8.
+
+    ``c = exp(-2 (x / r)^2) >= 0.8`` for ``|x| <= r sqrt(ln(1.25) / 2) = 0.334 r``;
+    with r = 10 h that keeps x = -3h ... 3h, weighted by c, centroid 0.
+    """
+    h = 0.002
+    chain = _Chain(30, h)
+    pas = sim.perfect_spread_mm(chain, 30, 1000 * 10 * h, ["gaussian"])["gaussian"]
+    j = np.arange(-3, 4)
+    w = np.exp(-2 * (j / 10) ** 2)
+    assert np.isclose(pas, 1000 * h * np.sqrt((w * j**2).sum() / w.sum()))
+
+
+def test_flatter_profiles_spread_more(head):
+    center = int(np.flatnonzero(head.is_cortical)[40])
+    pas = sim.perfect_spread_mm(head, center, 40.0)
+    assert pas["linear"] <= pas["gaussian"] <= pas["gaussian_r"] <= pas["gaussian_2r"]
+    assert pas["gaussian_2r"] <= pas["flat"] + 1e-9
+
+
+def test_region_hemispheres(head):
+    left_ctx = int(np.flatnonzero(head.structure == "ctx-lh")[0])
+    c = sim.grow_region(head, left_ctx, 200.0)
+    assert sim.region_hemispheres(head, c) == {"left": int((c > 0).sum()), "right": 0}
+    deep = ~head.is_cortical
+    center = int(np.flatnonzero(head.structure == "Left-Putamen")[0])
+    c = sim.grow_region(head, center, 200.0)  # the whole deep grid, both sides
+    sides = sim.region_hemispheres(head, c)
+    assert sides["left"] > 0 and sides["right"] > 0
+    assert sides["left"] + sides["right"] == (c > 0).sum() == deep.sum()
+    with pytest.raises(ValueError, match="c must have shape"):
+        sim.region_hemispheres(head, c[:-1])
+
+
+def test_bad_profile_shape(head):
+    with pytest.raises(ValueError, match="shape must be one of"):
+        sim.grow_region(head, 0, 10.0, "cosine")
 
 
 @pytest.mark.parametrize("radius", [0, -5, 250, np.nan])
