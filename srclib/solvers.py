@@ -561,8 +561,7 @@ def single_dipole_experiment(head, methods=SOLVERS, *, n_dipoles=200, seed=11,
     test = _test_dipoles(head, n_dipoles, rng)
     orient = np.array([head.normals[i] if head.is_cortical[i] else random_orientation(rng)
                        for i in test])
-    x = np.einsum("cnk,nk->cn", head.leadfield(data)[:, test], orient)
-    x -= x.mean(0)
+    x = np.einsum("cnk,nk->cn", head.leadfield(data, reference="average")[:, test], orient)
     table = pd.DataFrame({"dipole": test, "compartment": head.compartment[test],
                           "depth_mm": 1000 * head.depth[test]})
     for name, kernel in kernels.items():

@@ -295,8 +295,10 @@ def test_a_killed_forced_build_then_a_plain_build_succeeds(built_book):
     killed = subprocess.Popen(_book_command(root, "--force", "--no-html"),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in killed.stdout:  # kill it while it executes the second page
-        if line.startswith("[2/10] 02_simulator ..."):
+        if line.startswith(f"[2/{len(book.PAGES)}] 02_simulator ..."):
             break
+    else:
+        pytest.fail("the build never reached its second page")
     time.sleep(8)
     helpers = psutil.Process(killed.pid).children(recursive=True)  # the page's kernel, ...
     killed.send_signal(signal.SIGKILL)
