@@ -324,7 +324,10 @@ def test_two_builds_at_once_both_succeed(built_book, tmp_path):
     assert [b.returncode for b in builds] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     assert any(re.search(r"waiting for another build of .* \(pid \d+\)", out) for out in outputs)
     for page in pages:  # each page executed once, by one build; the other found it done
-        statuses = sorted(re.search(rf"\] {page}: (\w+) in", out).group(1) for out in outputs)
+        statuses = sorted(
+            re.search(rf"\] {page} \.\.\. (?:waiting for another [^\n]*\n)*(\w+) in \d+ s",
+                      out).group(1)
+            for out in outputs)
         assert statuses == ["cached", "executed"], page
         assert book._stored(tmp_path / "book" / "generated" / f"{page}.ipynb")["build_key"]
     assert _hidden(tmp_path) == []
