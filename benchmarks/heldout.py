@@ -36,6 +36,14 @@ def parse_args(argv=None):
     p.add_argument("--no-prior-bias", action="store_true", help="output bias starts at 0")
     p.add_argument("--select", default="localisation", choices=["localisation", "bce"],
                    help="checkpoint selection criterion")
+    p.add_argument("--embed-dim", type=int, default=None)
+    p.add_argument("--hidden-dim", type=int, default=None)
+    p.add_argument("--fc-dims", type=lambda v: [int(d) for d in v.split(",")], default=None,
+                   help="comma-separated widths, e.g. 256,512,1024")
+    p.add_argument("--dropout", type=float, default=None)
+    p.add_argument("--whiten", action="store_true", help="fixed spatial whitening of the input")
+    p.add_argument("--cached", action="store_true",
+                   help="train on the first n windows of the profile's cached training set")
     p.add_argument("--n-heldout", type=int, default=1000)
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     return p.parse_args(argv)
@@ -64,12 +72,21 @@ def main(argv=None):
     head = load_head_model(args.profile, progress=False)
     params = config.get_params(args.profile, "network")
     t0 = time.perf_counter()
-    X, Y = sampler.training_set(head, args.n_train, np.random.default_rng(TRAIN_SEED),
-                                progress=False)
+    if args.cached:
+        X, Y, _ = sampler.load_training_set(args.profile, head, progress=False)
+        if args.n_train > len(X):
+            raise SystemExit(f"--n-train {args.n_train} exceeds the cached set ({len(X)})")
+        X, Y = X[: args.n_train], Y[: args.n_train]
+    else:
+        X, Y = sampler.training_set(head, args.n_train, np.random.default_rng(TRAIN_SEED),
+                                    progress=False)
     sampling_s = time.perf_counter() - t0
+    for name in ("embed_dim", "hidden_dim", "fc_dims", "dropout"):
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
     torch.manual_seed(params["seed"])
     model = network.SourceLSTM(head.n_dipoles, params["embed_dim"], params["hidden_dim"],
-                               params["fc_dims"], dropout=params["dropout"])
+                               params["fc_dims"], dropout=params["dropout"], whiten=args.whiten)
     localise = args.select == "localisation"
     result = network.train(
         model, X, Y, n_steps=args.n_steps,
@@ -88,6 +105,8 @@ def main(argv=None):
                   training_s=round(result["seconds"], 1), steps=result["steps"],
                   s_per_step=round(result["seconds"] / max(result["steps"], 1), 3),
                   best_epoch=result["best_epoch"], epochs=len(result["history"]),
+                  **{k: round(v, 1) for k, v in result["history"][result["best_epoch"] - 1].items()
+                     if k.startswith("val_mle")},
                   **{k: round(v, 1) for k, v in scores.items()})
     print(json.dumps(report))
     return report

@@ -48,6 +48,12 @@ import sys
 import tempfile
 import time
 
+import jupytext
+import mathjax
+import nbformat
+import papermill
+from papermill.translators import papermill_translators
+
 from . import cache, config
 from .regions import REGIONS, load_regions
 
@@ -71,7 +77,6 @@ _REGION_TEXT = load_regions()
 @dataclass
 class Page:
     """One page of the book made from a notebook."""
-
     name: str
     source: str
     parameters: dict = field(default_factory=dict)
@@ -181,10 +186,6 @@ def run_page(page, profile, prepare_only=False, force=False, root=ROOT):
 
 def _execute(page, profile, scratch, prepare_only):
     """Run a page's notebook with papermill in ``scratch``; return the executed notebook."""
-    import jupytext
-    import nbformat
-    import papermill
-
     notebook = jupytext.read(NOTEBOOKS / page.source)
     if page.title:
         _set_title(notebook, page.title)
@@ -216,8 +217,6 @@ _SCRATCH = "srclib-book"
 
 def _write_notebook(notebook, out):
     """Write a notebook atomically, through a temporary name no Sphinx builder reads."""
-    import nbformat
-
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         nbformat.write(notebook, tmp)
@@ -286,8 +285,6 @@ def notebook_parameters(source):
         ``name -> {"name", "inferred_type_name", "default", "help"}`` in the
         order of the notebook's ``parameters`` cell.
     """
-    import jupytext
-    from papermill.translators import papermill_translators
 
     notebook = jupytext.read(NOTEBOOKS / source)
     cells = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
@@ -346,8 +343,6 @@ def present_page(path, source, parameters):
     The paths papermill records in the metadata become the repository's
     relative names. Running it again changes nothing.
     """
-    import nbformat
-
     path = Path(path)
     notebook = nbformat.read(path, as_version=4)
     marked = [i for i, c in enumerate(notebook.cells)
@@ -394,8 +389,6 @@ def binder_note(profile):
 
 def prepare_for_binder(path, profile):
     """Put :func:`binder_note` right under the title of a prepared notebook."""
-    import nbformat
-
     path = Path(path)
     notebook = nbformat.read(path, as_version=4)
     cell = nbformat.v4.new_markdown_cell(binder_note(profile))
@@ -408,8 +401,6 @@ def prepare_for_binder(path, profile):
 
 
 def _write_atomic(notebook, path):
-    import nbformat
-
     tmp = path.with_name(f".{path.name}.{time.time_ns()}.tmp")
     try:
         nbformat.write(notebook, tmp)
@@ -444,10 +435,6 @@ def run_notebook(notebook, parameters, profile, progress=True):
     path : Path
         The executed notebook, ``data/<profile>/runs/<name>.ipynb``.
     """
-    import jupytext
-    import nbformat
-    import papermill
-
     source = f"{notebook}.md"
     if not (NOTEBOOKS / source).exists():
         names = sorted(p.stem for p in NOTEBOOKS.glob("*.md"))
@@ -489,8 +476,6 @@ def bundle_mathjax(root):
     demand are copied (about 6 MB), into ``MATHJAX_DIR``, which
     ``_config.yml`` names as Sphinx's ``html_extra_path``.
     """
-    import mathjax
-
     es5 = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
     dest = Path(root) / MATHJAX_DIR / "mathjax"
     if dest.exists():

@@ -47,7 +47,8 @@ from tqdm import tqdm
 
 from . import cache, config
 from .check import check_int, check_number, check_option
-from .headmodel import N_CHANNELS
+from .headmodel import N_CHANNELS, channel_names, head_for
+from .sampler import load_training_set, training_set_key
 
 _CACHE_VERSION = 3  # 3: schedule in steps, prior-logit bias, selection on localisation
 
@@ -73,15 +74,22 @@ class SourceLSTM(nn.Module):
         EEG channels (64).
     dropout : float
         Dropout probability after each fully connected ReLU layer (training only).
+    whiten : bool
+        Multiply each average-referenced window by a fixed spatial whitening
+        matrix (the buffer ``whitener``, learnt from the training windows by
+        :func:`fit_whitener` when training starts) before the embedding.
     """
 
     def __init__(self, n_dipoles, embed_dim=128, hidden_dim=256, fc_dims=(512, 1024, 2048),
-                 n_channels=N_CHANNELS, dropout=0.0):
+                 n_channels=N_CHANNELS, dropout=0.0, whiten=False):
         super().__init__()
         self.architecture = dict(
             n_dipoles=int(n_dipoles), embed_dim=int(embed_dim), hidden_dim=int(hidden_dim),
             fc_dims=[int(d) for d in fc_dims], n_channels=int(n_channels), dropout=float(dropout),
+            whiten=bool(whiten),
         )
+        if whiten:
+            self.register_buffer("whitener", torch.eye(n_channels))
         self.embed = nn.Linear(n_channels, embed_dim)
         self.lstm = nn.LSTM(embed_dim, hidden_dim, batch_first=True)
         layers, width = [], hidden_dim
@@ -97,6 +105,8 @@ class SourceLSTM(nn.Module):
     def forward(self, x):
         """Logits, shape (batch, N), of EEG windows ``x`` of shape (batch, 64, n_times)."""
         x = x - x.mean(dim=1, keepdim=True)
+        if self.architecture["whiten"]:
+            x = torch.matmul(self.whitener, x)
         x = x / x.flatten(1).std(dim=1).clamp_min(1e-30)[:, None, None]
         h = self.embed(x.transpose(1, 2))
         _, (last, _) = self.lstm(h)
@@ -226,6 +236,44 @@ def flat_windows(windows, chunk=1024):
 # --------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------
+
+
+def fit_whitener(X, rcond=1e-6, chunk=4096):
+    """Spatial whitening matrix of EEG windows (symmetric, average-reference aware).
+
+    The background activity of every simulated window has nearly the same
+    channel covariance, so one fixed matrix learnt from the training windows
+    decorrelates the channels of any window. Each window is average-referenced
+    and scaled to unit standard deviation first (as the network does), so
+    that loud windows do not dominate; the matrix is ``C^(-1/2)`` of the mean
+    channel covariance ``C`` on its range (the average reference removes one
+    dimension, which stays zero).
+
+    Parameters
+    ----------
+    X : ndarray, shape (n, 64, n_times)
+    rcond : float
+        Eigenvalues below ``rcond`` times the largest are treated as zero.
+    chunk : int
+        Windows processed at a time.
+
+    Returns
+    -------
+    whitener : torch.Tensor, shape (64, 64), float32
+    """
+    X = _check_windows(X)
+    cov = np.zeros((X.shape[1], X.shape[1]))
+    for start in range(0, len(X), chunk):
+        x = np.asarray(X[start : start + chunk], np.float64)
+        x = x - x.mean(axis=1, keepdims=True)
+        x /= np.maximum(x.reshape(len(x), -1).std(axis=1), 1e-30)[:, None, None]
+        cov += np.einsum("nct,ndt->cd", x, x)
+    cov /= len(X) * X.shape[2]
+    values, vectors = np.linalg.eigh(cov)
+    keep = values > rcond * values.max()
+    inv_sqrt = np.zeros_like(values)
+    inv_sqrt[keep] = 1.0 / np.sqrt(values[keep])
+    return torch.as_tensor((vectors * inv_sqrt) @ vectors.T, dtype=torch.float32)
 
 
 def split_train_validation(n, fraction, seed):
@@ -417,6 +465,8 @@ def train(model, X, Y, *, n_steps=1000, batch_size=256, learning_rate=1e-3,
     if prior_bias:
         with torch.no_grad():
             model.out.bias.copy_(prior_logit(Y[train_idx]))
+    if model.architecture.get("whiten"):
+        model.whitener.copy_(fit_whitener(X[train_idx].numpy()))
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate,
                                   weight_decay=weight_decay, fused=True)
@@ -500,8 +550,6 @@ def _cpu_state(model):
 
 def model_key(profile, head):
     """Hash of the network settings and the training data they learn from."""
-    from .sampler import training_set_key
-
     return cache.params_key(dict(
         network=config.get_params(profile, "network"),
         data=training_set_key(profile, head), version=_CACHE_VERSION,
@@ -520,9 +568,6 @@ def train_model(profile="paper", head=None, *, progress=True):
     -------
     model : SourceLSTM
     """
-    from .headmodel import head_for
-    from .sampler import load_training_set, training_set_key
-
     params = config.get_params(profile, "network")
     head = head_for(profile, head, progress=progress)
     key = model_key(profile, head)
@@ -608,8 +653,6 @@ def load_model(profile="paper", *, head=None, progress=True):
         A ``FileNotFoundError``: no network trained with the profile's current
         settings and training data exists; the message says how to build it.
     """
-    from .headmodel import head_for
-
     head = head_for(profile, head, progress=progress)
     folder = config.profile_dir(profile) / "model"
     if not cache.is_valid(folder, model_key(profile, head)):
@@ -690,6 +733,38 @@ def predict(model, windows, *, batch_size=512, verbose=None):
     return np.concatenate(out)
 
 
+def windows_of(eeg, window=config.WINDOW):
+    """Cut EEG into consecutive non-overlapping windows, the network's input.
+
+    The samples after the last full window are left out. This is the one
+    place where arrays are cut into windows (the region recordings, and the
+    epochs and evoked data of :func:`windows_from_mne`; continuous ``Raw``
+    data go through MNE's fixed-length epochs to honour ``BAD_`` annotations).
+
+    Parameters
+    ----------
+    eeg : ndarray, shape (n_channels, n_times) | (n_segments, n_channels, n_times)
+        One recording, or several segments (epochs) each cut on its own.
+    window : int
+        Samples per window.
+
+    Returns
+    -------
+    windows : ndarray, shape (n_windows, n_channels, window)
+        Segment by segment, in time order within each.
+    """
+    window = check_int("window", window, 1)
+    eeg = np.asarray(eeg)
+    if eeg.ndim not in (2, 3):
+        raise ValueError(f"eeg must have shape (n_channels, n_times) or "
+                         f"(n_segments, n_channels, n_times), got {eeg.shape}")
+    segments = eeg[None] if eeg.ndim == 2 else eeg
+    n = segments.shape[2] // window
+    return (segments[:, :, : n * window]
+            .reshape(len(segments), segments.shape[1], n, window)
+            .transpose(0, 2, 1, 3).reshape(-1, segments.shape[1], window))
+
+
 @verbose
 def windows_from_mne(inst, ch_names=None, *, verbose=None):
     """Cut MNE data into (n, 64, 50) windows of the montage's channels at 250 Hz.
@@ -731,8 +806,6 @@ def windows_from_mne(inst, ch_names=None, *, verbose=None):
         (0 at its first sample) for ``Raw``, on the epoch's own time axis for
         ``Epochs``, on the evoked time axis for ``Evoked``.
     """
-    from .headmodel import channel_names
-
     if not isinstance(inst, _MNE_TYPES):
         raise ValueError(f"inst must be an mne.io.Raw, mne.Epochs or mne.Evoked, "
                          f"got {type(inst).__name__}")
@@ -746,9 +819,7 @@ def windows_from_mne(inst, ch_names=None, *, verbose=None):
         return _raw_windows(inst)
     segments = inst.get_data() if isinstance(inst, mne.BaseEpochs) else inst.data[None]
     n = segments.shape[2] // config.WINDOW
-    windows = (segments[:, :, : n * config.WINDOW]
-               .reshape(len(segments), len(ch_names), n, config.WINDOW)
-               .transpose(0, 2, 1, 3).reshape(-1, len(ch_names), config.WINDOW))
+    windows = windows_of(segments)
     starts = np.tile(inst.times[0] + np.arange(n) * config.WINDOW / config.SFREQ, len(segments))
     return windows, starts
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import mne
 from mne.utils import verbose
 import numpy as np
+import pandas as pd
 
 from . import config
 from .check import check_number, check_option
@@ -288,8 +289,6 @@ def compare_estimates(estimates, head, center):
         ``windows``, ``peak_distance_mm`` (of the time-averaged map) and
         ``correlation`` (Pearson, between time-averaged maps, with the first).
     """
-    import pandas as pd
-
     rows, reference = [], None
     for name, stc in estimates.items():
         mean = stc.data.mean(axis=1)

@@ -30,6 +30,13 @@ def load_regions(path=None):
 #: The paper's test regions, in order (the keys of ``data/regions.yaml``).
 REGIONS = tuple(load_regions())
 
+def paper_table_number(region):
+    """The paper's table (roman numeral) that reports a named region: A is Table I."""
+    if region not in REGIONS:
+        raise ValueError(f"region must be one of {list(REGIONS)}, got {region!r}")
+    return ("I", "II", "III", "IV", "V", "VI")[REGIONS.index(region)]
+
+
 #: Farthest a requested centre may lie from the nearest dipole of its
 #: compartment (mm). Twice the coarsest cortical dipole spacing (10 mm in the
 #: quick profile), so any point of grey matter passes in every profile; the
@@ -211,8 +218,11 @@ def region_recording(head, region, duration_s=120.0, snr_db=10.0, seed=0, *,
     Parameters
     ----------
     head : HeadModel
-    region : str
-        ``"A"``-``"D"`` or a custom name (see :func:`resolve_region`).
+    region : str | dict
+        ``"A"``-``"D"`` or a custom name (resolved here with ``**custom``, see
+        :func:`resolve_region`), or a region already resolved by
+        :func:`resolve_region` (then without ``**custom``), so that a caller
+        that needs the resolved region resolves it once.
     duration_s : float
         Length in seconds (120 in the paper: 600 windows of 50 samples).
     snr_db : float
@@ -234,12 +244,18 @@ def region_recording(head, region, duration_s=120.0, snr_db=10.0, seed=0, *,
     details : dict
         Only if ``return_details``: ``spec``, ``noise_var``, ``orientation``.
     """
-    check_region_name(region)
+    if isinstance(region, dict):
+        if custom:
+            raise ValueError(f"a resolved region takes no other settings, got {sorted(custom)}")
+        spec = region
+    else:
+        check_region_name(region)
     duration_s = check_duration(duration_s)
     n_times = int(round(duration_s * config.SFREQ))
     seed = check_seed(seed)
     snr_db = check_snr(snr_db)
-    spec = resolve_region(head, region, **custom)
+    if not isinstance(region, dict):
+        spec = resolve_region(head, region, **custom)
     rng = np.random.default_rng(seed)
     c = grow_region(head, spec["center"], spec["radius_mm"])
     eeg, details = simulate(head, c, spec["center"], n_times, snr_db, rng, order=order,

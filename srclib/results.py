@@ -32,9 +32,12 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from . import cache, config, metrics, regions, solvers
+from .headmodel import head_for
+from .network import load_model, predict, windows_of
 from .check import (check_duration, check_option, check_radius, check_region_name, check_seed,
                     check_snr)
 
@@ -108,12 +111,6 @@ def _number_tag(value):
     return text[:-2] if text.endswith(".0") else text
 
 
-def windows_of(eeg, window=config.WINDOW):
-    """Cut (64, T) EEG into (T // window, 64, window) non-overlapping windows."""
-    n = eeg.shape[1] // window
-    return eeg[:, : n * window].reshape(eeg.shape[0], n, window).transpose(1, 0, 2)
-
-
 def method_maps(head, model, eeg, c, method, rng):
     """Activation maps (n_windows, N) of one method on a recording."""
     n_windows = eeg.shape[1] // config.WINDOW
@@ -122,8 +119,6 @@ def method_maps(head, model, eeg, c, method, rng):
     if method == "Perfect":
         return metrics.perfect_prediction(c, n_windows)
     if method == "LSTM":
-        from .network import predict
-
         return predict(model, windows_of(eeg))
     return solvers.activation_maps(head, eeg, method)
 
@@ -192,8 +187,6 @@ def run_region(profile="paper", region="A", *, head=None, model=None, progress=T
         profile's network has not been trained (this function never trains
         it; ``make book`` or :func:`srclib.network.train_model` does).
     """
-    from .headmodel import head_for
-
     params = region_parameters(profile, region, **kwargs)
     head = head_for(profile, head, progress=progress)
     spec = regions.resolve_region(head, region, center_mni=params["center_mni"],
@@ -208,10 +201,8 @@ def run_region(profile="paper", region="A", *, head=None, model=None, progress=T
         if not _stored_results_match(folder, name, key):
             t0 = time.perf_counter()
             eeg, c, center = regions.region_recording(
-                head, region, params["duration_s"], params["snr_db"], params["seed"],
-                order=params["order"], center_mni=params["center_mni"],
-                radius_mm=params["radius_mm"], compartment=params["compartment"],
-            )
+                head, spec, params["duration_s"], params["snr_db"], params["seed"],
+                order=params["order"])
             per_window, examples, seconds = evaluate_recording(
                 head, model, eeg, c, center, seed=params["seed"], progress=progress)
             table = metrics.summarize(per_window)
@@ -238,8 +229,6 @@ def model_identity(model):
     identity : str
         64 hexadecimal digits.
     """
-    import torch
-
     digest = hashlib.sha256()
     digest.update(json.dumps(getattr(model, "architecture", None), sort_keys=True).encode())
     for name, tensor in model.state_dict().items():
@@ -259,8 +248,6 @@ def _network_for(profile, head, model, progress):
         ``identity`` (:func:`model_identity`) and ``trained``: whether it is
         the profile's trained network (same weights).
     """
-    from .network import load_model
-
     if model is None:
         model = load_model(profile, head=head, progress=progress)
         return model, dict(identity=model_identity(model), trained=True)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from . import cache, config
 from .check import check_n_times, check_order, check_radius
-from .headmodel import N_CHANNELS
+from .headmodel import N_CHANNELS, head_for
 from .simulation import (_ar_filter_time_major, _stationary_start, add_sensor_noise,
                          ar_coefficients, ar_series, average_reference, grow_region)
 
@@ -349,8 +349,6 @@ def load_training_set(profile="paper", head=None, *, progress=True):
     Y : ndarray, shape (n, N), float32
     meta : dict of ndarray
     """
-    from .headmodel import head_for
-
     params = config.get_params(profile, "simulation")
     head = head_for(profile, head, progress=progress)
     folder = config.profile_dir(profile) / "training"

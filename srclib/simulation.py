@@ -23,13 +23,15 @@ test regions A-D and their recordings in :mod:`srclib.regions`.
 """
 
 import numpy as np
+import pandas as pd
 from scipy import sparse
 from scipy.sparse.csgraph import breadth_first_order
 
 from . import config
-from .headmodel import N_CHANNELS
 from .check import (check_center, check_n_times, check_option, check_order, check_radius,
                     check_snr)
+from .headmodel import N_CHANNELS
+from .metrics import peak_activity_spread_mm
 
 #: Pole moduli of the random AR filters (stable: strictly inside the unit circle).
 POLE_MODULUS = (0.5, 0.95)
@@ -143,8 +145,6 @@ def perfect_spread_mm(head, center, radius_mm, shapes=tuple(PROFILE_SHAPES)):
     pas_mm : dict
         ``{shape: PAS in mm}``.
     """
-    from .metrics import peak_activity_spread_mm
-
     return {shape: float(peak_activity_spread_mm(grow_region(head, center, radius_mm, shape),
                                                  head.positions))
             for shape in shapes}
@@ -169,8 +169,7 @@ def perfect_spread_table(head, regions=("A", "B", "C", "D"), shapes=tuple(PROFIL
         ``"mean |error| (mm)"``: each shape's mean absolute difference from
         the paper over the regions (0 in the paper row).
     """
-    import pandas as pd
-
+    # Imported here, not at the top: both modules import this one.
     from .regions import resolve_region
     from .results import paper_table
 

@@ -41,12 +41,13 @@ scaled to [0, 1] by its maximum, and the mean over each 50-sample window.
 
 import mne
 import numpy as np
+import pandas as pd
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import eigsh, splu
 
-from . import config
-from .check import check_int, check_lambda2, check_number, check_option
+from . import config, metrics, simulation
+from .check import check_int, check_lambda2, check_number, check_option, check_radius, check_snr
 
 #: The nine solvers, named as in the paper's tables.
 SOLVERS = (
@@ -551,15 +552,11 @@ def single_dipole_experiment(head, methods=SOLVERS, *, n_dipoles=200, seed=11,
         ``"subcortical"``), ``depth_mm`` and one column of peak errors (mm)
         per method.
     """
-    import pandas as pd
-
-    from .simulation import random_orientation
-
     check_option("data", data, FORWARDS)
     kernels = _kernels(head, methods, kernels, forward)
     rng = np.random.default_rng(check_int("seed", seed, 0))
     test = _test_dipoles(head, n_dipoles, rng)
-    orient = np.array([head.normals[i] if head.is_cortical[i] else random_orientation(rng)
+    orient = np.array([head.normals[i] if head.is_cortical[i] else simulation.random_orientation(rng)
                        for i in test])
     x = np.einsum("cnk,nk->cn", head.leadfield(data, reference="average")[:, test], orient)
     table = pd.DataFrame({"dipole": test, "compartment": head.compartment[test],
@@ -604,11 +601,6 @@ def random_patch_experiment(head, methods=SOLVERS, *, n_patches=40, seed=12,
         One row per patch and method: ``patch``, ``compartment``,
         ``radius_mm``, ``method`` and the six metrics.
     """
-    import pandas as pd
-
-    from . import metrics, simulation
-    from .check import check_radius, check_snr
-
     low, high = (check_radius(r) for r in radius_range_mm)
     if low > high:
         raise ValueError(f"radius_range_mm must be increasing, got {radius_range_mm!r}")

@@ -37,6 +37,48 @@ def test_shapes_range_and_parameter_count():
     assert model.n_parameters == expected
 
 
+def test_windows_of_cuts_consecutive_windows_in_time_order():
+    eeg = np.arange(3 * 130).reshape(3, 130)
+    windows = network.windows_of(eeg, window=50)
+    assert windows.shape == (2, 3, 50)  # the last 30 samples are left out
+    assert np.array_equal(windows[1], eeg[:, 50:100])
+    segments = np.stack([eeg, -eeg])
+    both = network.windows_of(segments, window=50)
+    assert both.shape == (4, 3, 50)
+    assert np.array_equal(both[2], -eeg[:, :50]) and np.array_equal(both[1], eeg[:, 50:100])
+    with pytest.raises(ValueError, match="eeg must have shape"):
+        network.windows_of(eeg[0])
+
+
+def test_whitener_decorrelates_the_background():
+    # Windows whose channels share a strong common pattern: after the average
+    # reference and the whitener, the mean channel covariance is the identity
+    # on the average-reference subspace.
+    rng = np.random.default_rng(1)
+    mixing = rng.standard_normal((64, 64)) * np.linspace(0.1, 3.0, 64)
+    X = np.einsum("cd,ndt->nct", mixing, rng.standard_normal((400, 64, 50))).astype(np.float32)
+    W = network.fit_whitener(X).numpy().astype(float)
+    x = X - X.mean(axis=1, keepdims=True)
+    x = x / x.reshape(len(x), -1).std(axis=1)[:, None, None]
+    white = np.einsum("cd,ndt->nct", W, x)
+    cov = np.einsum("nct,ndt->cd", white, white) / (len(x) * 50)
+    reference = np.eye(64) - 1.0 / 64  # projector onto the average-referenced channels
+    assert np.allclose(cov, reference, atol=1e-3)
+    assert np.allclose(W, W.T, atol=1e-5)
+
+
+def test_whitening_model_fits_its_whitener_and_saves_it():
+    X, Y = _data()
+    torch.manual_seed(0)
+    model = network.SourceLSTM(30, 16, 32, (32, 64, 96), whiten=True)
+    network.train(model, X, Y, n_steps=2, batch_size=16, validation_fraction=0.25, progress=False)
+    assert not torch.allclose(model.whitener, torch.eye(64))
+    again = network.SourceLSTM(**model.architecture)
+    again.load_state_dict(model.state_dict())
+    assert torch.equal(again.whitener, model.whitener)
+    assert np.allclose(network.predict(again, X[:4]), network.predict(model, X[:4]))
+
+
 def test_input_is_scale_and_reference_invariant():
     model = _model()
     X, _ = _data(n=4)

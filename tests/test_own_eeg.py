@@ -77,7 +77,7 @@ def _relative_error(a, b):
 def test_letter_case_and_resampling(clean_raw, simulation):
     assert clean_raw.ch_names[0] == "FP1" and clean_raw.info["sfreq"] == SFREQ_FILE
     windows, starts = network.windows_from_mne(clean_raw, verbose="error")
-    truth = results.windows_of(simulation[0])
+    truth = network.windows_of(simulation[0])
     assert windows.shape == truth.shape
     assert np.allclose(starts, np.arange(len(truth)) * 0.2)
     # 250 -> 500 -> 250 Hz is near exact away from the recording's two ends
@@ -92,7 +92,7 @@ def test_letter_case_and_resampling(clean_raw, simulation):
 def test_bad_channel_is_interpolated(fif_raw, simulation, bad_channel):
     assert fif_raw.info["bads"] == [bad_channel.upper()]
     k = channel_names().index(bad_channel)
-    truth = results.windows_of(simulation[0])
+    truth = network.windows_of(simulation[0])
     windows, starts = network.windows_from_mne(fif_raw, verbose="error")
     kept = np.round(starts / 0.2).astype(int)
     interpolated = windows[1:-1, k].ravel()
@@ -273,7 +273,7 @@ def test_quick_network_localises_a_large_region_from_the_file(head, fif_raw, sim
     # the estimate from the file is the estimate of the clean windows it kept
     _, starts = network.windows_from_mne(fif_raw, verbose="error")
     kept = np.round(starts / 0.2).astype(int)
-    reference = network.predict(model, results.windows_of(eeg))[kept]
+    reference = network.predict(model, network.windows_of(eeg))[kept]
     assert np.abs(stc.data.T - reference).max() < 0.02
 
 

@@ -445,6 +445,17 @@ def test_region_recordings(head):
     assert head.compartment[center] == "subcortical" and c[center] == 1
     again = regions.region_recording(head, "D", duration_s=4.0, seed=3)[0]
     assert np.array_equal(eeg, again)
+    # A region resolved once gives the same recording as its name.
+    resolved = regions.region_recording(head, details["spec"], duration_s=4.0, seed=3)[0]
+    assert np.array_equal(eeg, resolved)
+    with pytest.raises(ValueError, match="a resolved region takes no other settings"):
+        regions.region_recording(head, details["spec"], duration_s=4.0, radius_mm=10)
+
+
+def test_paper_table_numbers():
+    assert [regions.paper_table_number(r) for r in regions.REGIONS] == ["I", "II", "III", "IV"]
+    with pytest.raises(ValueError, match="region must be one of"):
+        regions.paper_table_number("E")
 
 
 def test_custom_region(head):
