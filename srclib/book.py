@@ -525,7 +525,8 @@ def build_html(root=ROOT, quiet=True):
 #: Options of a region run, as (option, parameter of the region notebook, type).
 REGION_OPTIONS = (("--center-mni", "center_mni", str), ("--radius-mm", "radius_mm", float),
                   ("--compartment", "compartment", str), ("--snr-db", "snr_db", float),
-                  ("--seed", "seed", int), ("--duration-s", "duration_s", float))
+                  ("--seed", "seed", int), ("--duration-s", "duration_s", float),
+                  ("--n-recordings", "n_recordings", int))
 
 
 def _parser():

@@ -548,35 +548,70 @@ def _cpu_state(model):
 # --------------------------------------------------------------------------
 
 
-def model_key(profile, head):
-    """Hash of the network settings and the training data they learn from."""
+def model_key(profile, head, training=0):
+    """Hash of the network settings, the training's index and the data it learns from."""
+    params = config.get_params(profile, "network")
+    params.pop("n_networks")  # how many are trained changes none of them
+    index = {} if training == 0 else dict(training=training)
     return cache.params_key(dict(
-        network=config.get_params(profile, "network"),
-        data=training_set_key(profile, head), version=_CACHE_VERSION,
+        network=params, data=training_set_key(profile, head), version=_CACHE_VERSION, **index,
     ))
 
 
-def train_model(profile="paper", head=None, *, progress=True):
-    """Train the profile's network on its training set (resumable) and save it.
+def n_networks(profile):
+    """How many networks a profile trains (``n_networks`` of its network settings)."""
+    return check_int("n_networks", config.get_params(profile, "network")["n_networks"], 1)
 
-    Artifacts in ``data/<profile>/model/``: ``model.pt`` (state dict, loadable
-    with ``weights_only=True``) and ``model_card.json``. While training, the
+
+def model_folder(profile, training=0):
+    """Where training ``training`` is stored: ``model/``, then ``model_1/``, ``model_2/`` ..."""
+    training = check_int("training", training, 0, n_networks(profile) - 1)
+    name = "model" if training == 0 else f"model_{training}"
+    return config.profile_dir(profile) / name
+
+
+def train_models(profile="paper", head=None, *, progress=True):
+    """Train all of a profile's networks (:func:`train_model` for each); return them."""
+    return [train_model(profile, head, training=k, progress=progress)
+            for k in range(n_networks(profile))]
+
+
+def train_model(profile="paper", head=None, *, training=0, progress=True):
+    """Train one of the profile's networks on its training set (resumable) and save it.
+
+    Training ``k`` differs from training 0 only in its seed (``seed + k``):
+    its initial weights, its training/validation split, its shuffles and its
+    dropout masks. Artifacts in :func:`model_folder` (``data/<profile>/model/``
+    for training 0): ``model.pt`` (state dict, loadable with
+    ``weights_only=True``) and ``model_card.json``. While training, the
     per-epoch checkpoint lives in ``data/<profile>/model-<key>.partial/``; a
     rerun with the same settings resumes from it.
+
+    Parameters
+    ----------
+    profile : ``"paper"`` | ``"quick"``
+    head : HeadModel | None
+    training : int
+        Index of the training, from 0 to ``n_networks - 1``.
+    progress : bool
 
     Returns
     -------
     model : SourceLSTM
     """
     params = config.get_params(profile, "network")
+    params["seed"] += check_int("training", training, 0, n_networks(profile) - 1)
     head = head_for(profile, head, progress=progress)
-    key = model_key(profile, head)
-    folder = config.profile_dir(profile) / "model"
+    key = model_key(profile, head, training)
+    folder = model_folder(profile, training)
     if not cache.is_valid(folder, key):
         X, Y, _ = load_training_set(profile, head, progress=progress)
+        if progress and n_networks(profile) > 1:
+            print(f"network {training + 1} of {n_networks(profile)} (seed {params['seed']})")
         torch.manual_seed(params["seed"])
         model = SourceLSTM(head.n_dipoles, params["embed_dim"], params["hidden_dim"],
-                           params["fc_dims"], dropout=params["dropout"])
+                           params["fc_dims"], dropout=params["dropout"],
+                           whiten=params["whiten"])
         partial = config.profile_dir(profile) / f"model-{key}.partial"
         partial.mkdir(exist_ok=True)
         device = device_for_training()
@@ -609,7 +644,7 @@ def train_model(profile="paper", head=None, *, progress=True):
         if progress:
             print(f"network: trained in {card['training']['seconds']} s -> "
                   f"{config.shown_path(folder)}")
-    return load_model(profile, head=head, progress=progress)
+    return load_model(profile, head=head, training=training, progress=progress)
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -625,11 +660,17 @@ def build_commands(profile):
     make = "make book" if profile == "paper" else f"make book PROFILE={profile}"
     return (f"`{make}` (the whole book), "
             f"`python -m srclib.book --profile {profile} --only 03_network --no-html` "
-            f"(the network page only), or `srclib.network.train_model({profile!r})` in Python")
+            f"(the network page only), or `srclib.network.train_models({profile!r})` in Python")
 
 
-def load_model(profile="paper", *, head=None, progress=True):
-    """The profile's trained network, from ``data/<profile>/model/``.
+def load_models(profile="paper", *, head=None, progress=True):
+    """All of the profile's trained networks (:func:`load_model` for each), in order."""
+    return [load_model(profile, head=head, training=k, progress=progress)
+            for k in range(n_networks(profile))]
+
+
+def load_model(profile="paper", *, head=None, training=0, progress=True):
+    """One of the profile's trained networks, from :func:`model_folder`.
 
     Loading never trains: training is the explicit step :func:`train_model`
     (``make book`` runs it).
@@ -639,6 +680,8 @@ def load_model(profile="paper", *, head=None, progress=True):
     profile : ``"paper"`` | ``"quick"``
     head : HeadModel | None
         Its source space gives the vertices of MNE source estimates.
+    training : int
+        Which of the ``n_networks`` trainings (0: the first).
     progress : bool
         Show progress if the head model has to be built.
 
@@ -654,10 +697,11 @@ def load_model(profile="paper", *, head=None, progress=True):
         settings and training data exists; the message says how to build it.
     """
     head = head_for(profile, head, progress=progress)
-    folder = config.profile_dir(profile) / "model"
-    if not cache.is_valid(folder, model_key(profile, head)):
+    folder = model_folder(profile, training)
+    if not cache.is_valid(folder, model_key(profile, head, training)):
         raise ModelNotFoundError(
-            f"no trained network for profile {profile!r} and its current settings in "
+            f"no trained network for profile {profile!r} (training {training} of "
+            f"{n_networks(profile)}) and its current settings in "
             f"{config.shown_path(folder)} (loading never trains). "
             f"Build it with {build_commands(profile)}."
         )

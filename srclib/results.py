@@ -1,17 +1,26 @@
 """Results for one test region (paper section III, Tables I-IV and Figures 1-2).
 
-:func:`run_region` simulates the region's 2-minute recording, cuts it into
-50-sample windows, asks every method for one activation map per window (the
-LSTM, the nine classical solvers, and the Random and Perfect references),
-scores every window with the six metrics, and writes
+:func:`run_region` simulates the region's recordings (several independent
+ones, each with its own deep orientation, AR filters and noise), cuts them
+into 50-sample windows, asks every method for one activation map per window
+(each of the profile's trained LSTMs, the nine classical solvers, and the
+Random and Perfect references), scores every window with the six metrics,
+and writes
 
-* ``data/<profile>/results/region_<X>_windows.csv``: one row per method and
-  window (``<X>`` gains tags for non-default settings, see :func:`result_name`);
-* ``data/<profile>/results/region_<X>.csv``: the medians over windows, one row
-  per method (the paper's table layout);
+* ``data/<profile>/results/region_<X>_windows.csv``: one row per method,
+  recording, training and window, columns ``method``, ``recording`` (0, 1,
+  ...), ``training`` (index of the network for the LSTM's rows, -1 for
+  methods without one), ``window`` (within its recording) and the six metrics
+  (``<X>`` gains tags for non-default settings, see :func:`result_name`);
+* ``data/<profile>/results/region_<X>.csv``: the medians over all windows, one
+  row per method (the paper's table layout; the LSTM's row pools its
+  trainings);
+* ``data/<profile>/results/region_<X>_intervals.csv``: for every method and
+  metric the median and its 95% bootstrap interval (:func:`bootstrap_intervals`),
+  columns ``method``, ``metric``, ``median``, ``low``, ``high``;
 * ``data/<profile>/results/region_<X>_maps.npz``: for each method the map of
-  its median-error window (what the reconstruction figure shows), with the
-  truth.
+  its median-error window of the first recording (what the reconstruction
+  figure shows; the first network's for the LSTM), with the truth.
 
 A rerun with the same parameters, head model and network reads these files
 instead of recomputing them. ``region_<X>.json``, written last, stores the
@@ -32,23 +41,29 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 import torch
 from tqdm import tqdm
 
 from . import cache, config, metrics, regions, solvers
 from .headmodel import head_for
-from .network import load_model, predict, windows_of
-from .check import (check_duration, check_option, check_radius, check_region_name, check_seed,
-                    check_snr)
+from .network import load_models, predict, windows_of
+from .check import (check_duration, check_int, check_option, check_radius, check_region_name,
+                    check_seed, check_snr)
 
 #: Every row of a region table, in the paper's order.
 METHODS = ("Random", "Perfect", "LSTM") + solvers.SOLVERS
 
-_CACHE_VERSION = 2  # 2: keyed by the network's weights
+_CACHE_VERSION = 3  # 3: several recordings and trainings, intervals
+
+#: Bootstrap resamples and coverage of the intervals (:func:`bootstrap_intervals`).
+N_BOOTSTRAP = 1000
+LEVEL = 0.95
 
 
 def region_parameters(profile, region="A", *, center_mni=None, radius_mm=None,
-                      compartment=None, snr_db=None, seed=None, duration_s=None):
+                      compartment=None, snr_db=None, seed=None, duration_s=None,
+                      n_recordings=None):
     """Complete a region run's parameters from the profile's defaults.
 
     ``center_mni`` may be given as text (``"[30, -20, 50]"``, as a papermill
@@ -69,6 +84,8 @@ def region_parameters(profile, region="A", *, center_mni=None, radius_mm=None,
         seed=check_seed(regions.default_seed(region) if seed is None else seed),
         duration_s=check_duration(sim_params["region_duration_s"] if duration_s is None
                                   else duration_s),
+        n_recordings=check_int("n_recordings", sim_params["region_recordings"]
+                               if n_recordings is None else n_recordings, 1, 1000),
         order=sim_params["ar_order"],
     )
 
@@ -85,7 +102,8 @@ def result_name(params):
     defaults = region_parameters(params["profile"], params["region"])
     tags = []
     for key, label in (("center_mni", "at"), ("radius_mm", "r"), ("compartment", ""),
-                       ("snr_db", "snr"), ("seed", "seed"), ("duration_s", "dur")):
+                       ("snr_db", "snr"), ("seed", "seed"), ("duration_s", "dur"),
+                       ("n_recordings", "rec")):
         value = params[key]
         if value is None or value == defaults[key]:
             continue
@@ -111,8 +129,13 @@ def _number_tag(value):
     return text[:-2] if text.endswith(".0") else text
 
 
-def method_maps(head, model, eeg, c, method, rng):
-    """Activation maps (n_windows, N) of one method on a recording."""
+def method_maps(head, model, eeg, c, method, rng, kernels=None):
+    """Activation maps (n_windows, N) of one method on a recording.
+
+    ``model`` is the network for ``"LSTM"``; ``kernels`` maps a solver's name
+    to its inverse kernel, computed once for all recordings
+    (:func:`solver_kernels`); a solver without one has it computed here.
+    """
     n_windows = eeg.shape[1] // config.WINDOW
     if method == "Random":
         return metrics.random_prediction(n_windows, head.n_dipoles, rng)
@@ -120,35 +143,178 @@ def method_maps(head, model, eeg, c, method, rng):
         return metrics.perfect_prediction(c, n_windows)
     if method == "LSTM":
         return predict(model, windows_of(eeg))
+    if kernels is not None and method in kernels:
+        return solvers.maps_from_kernel(kernels[method], eeg, solvers.smoothing_matrix(head))
     return solvers.activation_maps(head, eeg, method)
 
 
-def evaluate_recording(head, model, eeg, c, center, *, methods=METHODS, seed=0, progress=True):
+def solver_kernels(head, methods=METHODS):
+    """The inverse kernel of every classical solver among ``methods``, computed once."""
+    return {m: solvers.inverse_kernel(head, m) for m in methods if m in solvers.METHODS}
+
+
+def evaluate_recording(head, models, eeg, c, center, *, methods=METHODS, kernels=None, seed=0,
+                       progress=True):
     """Score every method on every window of a recording.
+
+    Parameters
+    ----------
+    head : HeadModel
+    models : SourceLSTM | list of SourceLSTM
+        The network(s) behind the ``"LSTM"`` rows, one set of rows each.
+    eeg : ndarray, shape (64, n_times)
+    c : ndarray, shape (N,)
+    center : int
+    methods : sequence of str
+    kernels : dict | None
+        Solver kernels (:func:`solver_kernels`); computed here if None.
+    seed : int
+        Seeds the Random reference.
+    progress : bool
 
     Returns
     -------
     per_window : pandas.DataFrame
-        Columns ``method``, ``window`` and the six metrics.
+        Columns ``method``, ``training`` (the network's index for the LSTM,
+        -1 otherwise), ``window`` and the six metrics.
     examples : dict
-        For each method, the map of its median-MLE window and that window's index.
+        For each method, the map of its median-MLE window and that window's
+        index (the first network's, for the LSTM).
     seconds : dict
         Time each method took to produce its maps.
     """
+    models = list(models) if isinstance(models, (list, tuple)) else [models]
     rng = np.random.default_rng(seed)
     rows, examples, seconds = [], {}, {}
-    for method in tqdm(methods, desc="methods", disable=not progress):
+    for method in tqdm(methods, desc="methods", disable=not progress, leave=False):
         t0 = time.perf_counter()
-        maps = method_maps(head, model, eeg, c, method, rng)
+        for training, model in enumerate(models if method == "LSTM" else [None]):
+            maps = method_maps(head, model, eeg, c, method, rng, kernels)
+            table = metrics.evaluate_windows(maps, c, center, head.positions)
+            table.insert(0, "window", np.arange(len(table)))
+            table.insert(0, "training", training if method == "LSTM" else -1)
+            table.insert(0, "method", method)
+            rows.append(table)
+            if training == 0:
+                order = np.argsort(table["MLE_mm"].to_numpy(), kind="stable")
+                median_window = int(order[len(order) // 2])
+                examples[method] = dict(window=median_window,
+                                        map=maps[median_window].astype(np.float32))
         seconds[method] = time.perf_counter() - t0
-        table = metrics.evaluate_windows(maps, c, center, head.positions)
-        table.insert(0, "window", np.arange(len(table)))
-        table.insert(0, "method", method)
-        rows.append(table)
-        order = np.argsort(table["MLE_mm"].to_numpy(), kind="stable")
-        median_window = int(order[len(order) // 2])
-        examples[method] = dict(window=median_window, map=maps[median_window].astype(np.float32))
     return pd.concat(rows, ignore_index=True), examples, seconds
+
+
+def recording_seeds(seed, n_recordings):
+    """Seeds of a region's independent recordings: ``seed`` itself, then derived ones.
+
+    The first recording is the one the seed always gave; the others take
+    seeds spawned from it (:class:`numpy.random.SeedSequence`), so a region's
+    recordings never share a draw and adding recordings keeps the earlier ones.
+    """
+    seed = check_seed(seed)
+    children = np.random.SeedSequence(seed).spawn(max(n_recordings - 1, 0))
+    return [seed] + [int(ch.generate_state(1, np.uint64)[0] >> np.uint64(1)) for ch in children]
+
+
+def evaluate_recordings(head, models, spec, params, *, methods=METHODS, progress=True):
+    """Simulate a region's recordings and score every method on each.
+
+    Returns
+    -------
+    per_window : pandas.DataFrame
+        :func:`evaluate_recording`'s rows with a column ``recording`` after
+        ``method``.
+    examples : dict
+        The first recording's examples.
+    c : ndarray, shape (N,)
+    seconds : dict
+        Time per method over all recordings, and of the kernels.
+    """
+    t0 = time.perf_counter()
+    kernels = solver_kernels(head, methods)
+    seconds = dict(kernels=time.perf_counter() - t0)
+    parts, examples = [], None
+    seeds = recording_seeds(params["seed"], params["n_recordings"])
+    for k, seed in enumerate(tqdm(seeds, desc="recordings", disable=not progress)):
+        eeg, c, center = regions.region_recording(head, spec, params["duration_s"],
+                                                  params["snr_db"], seed, order=params["order"])
+        part, found, took = evaluate_recording(head, models, eeg, c, center, methods=methods,
+                                               kernels=kernels, seed=seed, progress=progress)
+        part.insert(1, "recording", k)
+        parts.append(part)
+        examples = found if examples is None else examples
+        for method, s in took.items():
+            seconds[method] = seconds.get(method, 0.0) + s
+    per_window = pd.concat(parts, ignore_index=True)
+    order = {m: i for i, m in enumerate(methods)}
+    per_window = per_window.sort_values(
+        ["method", "recording", "training", "window"], key=lambda col: (
+            col.map(order) if col.name == "method" else col), kind="stable",
+    ).reset_index(drop=True)
+    return per_window, examples, c, seconds
+
+
+def bootstrap_intervals(per_window, *, n_boot=N_BOOTSTRAP, level=LEVEL, seed=0,
+                        metric_names=metrics.METRICS):
+    """Median of every metric per method, with a bootstrap interval over recordings.
+
+    The windows of one recording share its draw (deep orientation, AR
+    filters, noise), so they are not independent samples; the recordings
+    are. Each resample draws the recordings with replacement (and, for a
+    method with several trainings, the trainings with replacement,
+    independently), pools the windows of what was drawn, and takes the
+    median over them, as the table does. The interval is the *expanded*
+    percentile interval of those medians (Hesterberg 2015): a plain
+    percentile interval is too narrow with few independent units (it covered
+    89% instead of 95% with 10 recordings in our test), so its tail
+    probabilities are taken at ``Phi(-sqrt(R / (R - 1)) t_{R-1})`` instead of
+    ``(1 - level) / 2``, with ``R`` recordings and ``t_{R-1}`` the Student
+    quantile of the level. With one recording the interval is the plain
+    percentile one over trainings (or empty, a point).
+
+    Parameters
+    ----------
+    per_window : pandas.DataFrame
+        Columns ``method``, ``recording``, ``training`` and the metrics.
+    n_boot : int
+        Resamples.
+    level : float
+        Coverage of the interval, in (0, 1).
+    seed : int
+        Seeds the resampling: the same seed gives the same intervals.
+    metric_names : sequence of str
+
+    Returns
+    -------
+    intervals : pandas.DataFrame
+        Index (``method``, ``metric``), columns ``median`` (over all windows),
+        ``low``, ``high``.
+    """
+    n_boot = check_int("n_boot", n_boot, 1)
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    metric_names = list(metric_names)
+    rng = np.random.default_rng(check_seed(seed))
+    rows = []
+    for method, part in per_window.groupby("method", sort=False):
+        cells = part.groupby(["recording", "training"]).indices
+        recordings = sorted({r for r, _ in cells})
+        trainings = sorted({t for _, t in cells})
+        values = part[metric_names].to_numpy(float)
+        draw_r = rng.integers(0, len(recordings), (n_boot, len(recordings)))
+        draw_t = rng.integers(0, len(trainings), (n_boot, len(trainings)))
+        medians = np.empty((n_boot, len(metric_names)))
+        for b in range(n_boot):
+            index = np.concatenate([cells[(recordings[i], trainings[j])]
+                                    for i in draw_r[b] for j in draw_t[b]])
+            medians[b] = np.nanmedian(values[index], axis=0)
+        tail = _expanded_tail(len(recordings), level)
+        low, high = np.nanquantile(medians, [tail, 1 - tail], axis=0)
+        for j, metric in enumerate(metric_names):
+            rows.append(dict(method=method, metric=metric,
+                             median=float(np.nanmedian(values[:, j])),
+                             low=float(low[j]), high=float(high[j])))
+    return pd.DataFrame(rows).set_index(["method", "metric"])
 
 
 def run_region(profile="paper", region="A", *, head=None, model=None, progress=True, **kwargs):
@@ -162,23 +328,24 @@ def run_region(profile="paper", region="A", *, head=None, model=None, progress=T
         ``radius_mm`` and ``compartment``).
     head : HeadModel | None
         Already loaded head model.
-    model : SourceLSTM | None
-        The network to evaluate; None means the profile's trained network
-        (trained first if needed). Results are keyed by the network's weights
-        (:func:`model_identity`): a network other than the profile's trained
-        one writes files tagged ``_model<hash>`` and never reads or replaces
-        the book's.
+    model : SourceLSTM | list of SourceLSTM | None
+        The network(s) to evaluate; None means the profile's trained networks
+        (:func:`srclib.network.load_models`). Results are keyed by the
+        networks' weights (:func:`model_identity`): networks other than the
+        profile's trained ones write files tagged ``_model<hash>`` and never
+        read or replace the book's.
     progress : bool
     **kwargs
         ``center_mni``, ``radius_mm``, ``compartment``, ``snr_db``, ``seed``,
-        ``duration_s`` (see :func:`region_parameters`).
+        ``duration_s``, ``n_recordings`` (see :func:`region_parameters`).
 
     Returns
     -------
     result : dict
         ``spec`` (the resolved region), ``params``, ``table`` (medians),
-        ``per_window``, ``examples`` (maps), ``c``, ``seconds``, ``model``
-        (the network's identity, and whether it is the profile's trained one).
+        ``intervals`` (:func:`bootstrap_intervals`), ``per_window``,
+        ``examples`` (maps), ``c``, ``seconds``, ``model`` (the networks'
+        identity, how many, and whether they are the profile's trained ones).
 
     Raises
     ------
@@ -200,14 +367,13 @@ def run_region(profile="paper", region="A", *, head=None, model=None, progress=T
     with cache.locked(folder / f".{name}.lock", f"run of {name} (profile {profile})"):
         if not _stored_results_match(folder, name, key):
             t0 = time.perf_counter()
-            eeg, c, center = regions.region_recording(
-                head, spec, params["duration_s"], params["snr_db"], params["seed"],
-                order=params["order"])
-            per_window, examples, seconds = evaluate_recording(
-                head, model, eeg, c, center, seed=params["seed"], progress=progress)
+            per_window, examples, c, seconds = evaluate_recordings(
+                head, model, spec, params, progress=progress)
             table = metrics.summarize(per_window)
+            intervals = bootstrap_intervals(per_window, seed=params["seed"])
             _save(folder, name, dict(key=key, params=params, spec=spec, model=network),
-                  per_window, table, examples, c, dict(seconds, total=time.perf_counter() - t0))
+                  per_window, table, intervals, examples, c,
+                  dict(seconds, total=time.perf_counter() - t0))
         return load_region(profile, name)
 
 
@@ -239,25 +405,36 @@ def model_identity(model):
 
 
 def _network_for(profile, head, model, progress):
-    """The network a region run evaluates, and its identity.
+    """The networks a region run evaluates, and their identity.
 
     Returns
     -------
-    model : SourceLSTM
+    models : list of SourceLSTM
     network : dict
-        ``identity`` (:func:`model_identity`) and ``trained``: whether it is
-        the profile's trained network (same weights).
+        ``identity`` (:func:`models_identity`), ``n_networks`` and
+        ``trained``: whether they are the profile's trained networks (same
+        weights, same order).
     """
     if model is None:
-        model = load_model(profile, head=head, progress=progress)
-        return model, dict(identity=model_identity(model), trained=True)
-    identity = model_identity(model)
+        models = load_models(profile, head=head, progress=progress)
+        return models, dict(identity=models_identity(models), n_networks=len(models),
+                            trained=True)
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    identity = models_identity(models)
     try:
-        trained = load_model(profile, head=head, progress=progress)
-    except FileNotFoundError:  # no trained network yet: the one passed cannot be it
+        trained = load_models(profile, head=head, progress=progress)
+    except FileNotFoundError:  # not trained yet: the ones passed cannot be them
         trained = None
-    is_trained = trained is not None and model_identity(trained) == identity
-    return model, dict(identity=identity, trained=is_trained)
+    is_trained = trained is not None and models_identity(trained) == identity
+    return models, dict(identity=identity, n_networks=len(models), trained=is_trained)
+
+
+def models_identity(models):
+    """Identity of a list of networks: :func:`model_identity` of one, a hash of several."""
+    identities = [model_identity(m) for m in models]
+    if len(identities) == 1:
+        return identities[0]
+    return hashlib.sha256(":".join(identities).encode()).hexdigest()
 
 
 def _stored_results_match(folder, name, key):
@@ -278,24 +455,29 @@ def _stored_results_match(folder, name, key):
 
 
 def _product_names(name):
-    return [f"{name}.csv", f"{name}_windows.csv", f"{name}_maps.npz"]
+    return [f"{name}.csv", f"{name}_windows.csv", f"{name}_intervals.csv", f"{name}_maps.npz"]
 
 
-def _save(folder, name, meta, per_window, table, examples, c, seconds):
+def _save(folder, name, meta, per_window, table, intervals, examples, c, seconds):
     folder.mkdir(parents=True, exist_ok=True)
     cache.remove_stale(folder)
     cache.atomic_save(folder / f"{name}_windows.csv",
                       lambda p: per_window.to_csv(p, index=False, float_format="%.6g"))
     cache.atomic_save(folder / f"{name}.csv",
                       lambda p: table.to_csv(p, index_label="method", float_format="%.6g"))
+    cache.atomic_save(folder / f"{name}_intervals.csv",
+                      lambda p: intervals.to_csv(p, float_format="%.6g"))
     cache.atomic_save(folder / f"{name}_maps.npz", lambda p: np.savez_compressed(
         p, c=c.astype(np.float32), methods=np.array(list(examples)),
         windows=np.array([e["window"] for e in examples.values()]),
         maps=np.stack([e["map"] for e in examples.values()])))
-    # Written last: the marker that the three files above belong together, with
+    # Written last: the marker that the four files above belong together, with
     # what each must contain.
     cache.atomic_write_json(folder / f"{name}.json", dict(
-        meta, seconds=seconds, n_windows=int(per_window["window"].max() + 1),
+        meta, seconds=seconds,
+        n_windows=int(len(per_window[["recording", "window"]].drop_duplicates())),
+        n_recordings=int(per_window["recording"].nunique()),
+        bootstrap=dict(n_boot=N_BOOTSTRAP, level=LEVEL),
         files=cache.record_files(folder, _product_names(name))))
 
 
@@ -330,8 +512,10 @@ def load_region(profile, region):
         c = f["c"].astype(float)
     return dict(
         name=name, spec=meta["spec"], params=meta["params"], seconds=meta["seconds"],
-        n_windows=meta["n_windows"], c=c, examples=examples, model=meta.get("model"),
+        n_windows=meta["n_windows"], n_recordings=meta["n_recordings"], c=c,
+        examples=examples, model=meta.get("model"),
         table=pd.read_csv(folder / f"{name}.csv", index_col="method"),
+        intervals=pd.read_csv(folder / f"{name}_intervals.csv", index_col=["method", "metric"]),
         per_window=pd.read_csv(folder / f"{name}_windows.csv"),
     )
 
@@ -418,6 +602,91 @@ def verdicts(tables):
                          for r, t in tables.items()}).T
 
 
+def _expanded_tail(n_units, level):
+    """Tail probability of the expanded percentile interval for ``n_units`` units."""
+    if n_units < 2:
+        return (1 - level) / 2
+    t = stats.t.ppf(1 - (1 - level) / 2, n_units - 1)
+    return float(stats.norm.cdf(-np.sqrt(n_units / (n_units - 1)) * t))
+
+
+#: The three answers of :func:`interval_verdict`.
+VERDICTS = ("wins", "loses", "within the intervals")
+
+
+def interval_verdict(intervals, metric, solver_names=solvers.SOLVERS):
+    """The central claim for one region and metric, with its uncertainty.
+
+    ``"wins"``: the LSTM's interval lies entirely on the better side of every
+    classical solver's interval. ``"loses"``: some solver's interval lies
+    entirely on the better side of the LSTM's. Otherwise ``"within the
+    intervals"``: the data do not separate the LSTM from the best solvers.
+
+    Parameters
+    ----------
+    intervals : pandas.DataFrame
+        :func:`bootstrap_intervals` of a region: index (``method``,
+        ``metric``), columns ``low`` and ``high``.
+    metric : str
+        One of :data:`srclib.metrics.METRICS` (better is lower for those in
+        :data:`srclib.metrics.LOWER_IS_BETTER`).
+    solver_names : sequence of str
+
+    Returns
+    -------
+    verdict : str
+        One of :data:`VERDICTS`.
+    """
+    if metric not in metrics.METRICS:
+        raise ValueError(f"metric must be one of {list(metrics.METRICS)}, got {metric!r}")
+    lower = metric in metrics.LOWER_IS_BETTER
+
+    def better(a, b):  # a's whole interval better than b's whole interval
+        return a["high"] < b["low"] if lower else a["low"] > b["high"]
+
+    lstm = intervals.loc[("LSTM", metric)]
+    others = [intervals.loc[(s, metric)] for s in solver_names]
+    if all(better(lstm, o) for o in others):
+        return "wins"
+    if any(better(o, lstm) for o in others):
+        return "loses"
+    return "within the intervals"
+
+
+def interval_verdicts(intervals_by_region, solver_names=solvers.SOLVERS):
+    """:func:`interval_verdict` for every region and metric.
+
+    Returns
+    -------
+    verdicts : pandas.DataFrame of str
+        One row per region, one column per metric.
+    """
+    return pd.DataFrame({r: {m: interval_verdict(iv, m, solver_names) for m in metrics.METRICS}
+                         for r, iv in intervals_by_region.items()}).T
+
+
+def paper_inside(intervals, paper):
+    """Whether each of the paper's values lies inside our interval.
+
+    Parameters
+    ----------
+    intervals : pandas.DataFrame
+        :func:`bootstrap_intervals` of a region.
+    paper : pandas.DataFrame
+        The paper's table of the region (:func:`paper_table`).
+
+    Returns
+    -------
+    inside : pandas.DataFrame of bool
+        Rows: the methods of both; columns: the metrics.
+    """
+    methods = [m for m in paper.index if m in intervals.index.get_level_values(0)]
+    return pd.DataFrame({
+        metric: {m: bool(intervals.loc[(m, metric), "low"] <= paper.loc[m, metric]
+                         <= intervals.loc[(m, metric), "high"]) for m in methods}
+        for metric in metrics.METRICS})
+
+
 def format_table(table):
     """A region table formatted as in the paper (mm as integers, scores to 3 decimals)."""
     out = pd.DataFrame(index=table.index)
@@ -428,3 +697,35 @@ def format_table(table):
             out[col] = table[col].map(lambda v: f"{v:.3f}")
     out.index.name = "Method"
     return out
+
+
+def format_intervals(intervals, table):
+    """A region table with each median followed by its interval: ``12 [9, 15]``.
+
+    Parameters
+    ----------
+    intervals : pandas.DataFrame
+        :func:`bootstrap_intervals`.
+    table : pandas.DataFrame
+        The region's medians (its index gives the rows and their order).
+    """
+    out = pd.DataFrame(index=table.index)
+    for col in metrics.METRICS:
+        fmt = "{:.0f}" if col.endswith("_mm") else "{:.3f}"
+        out[col.replace("_mm", " (mm)")] = [
+            f"{fmt.format(table.loc[m, col])} [{fmt.format(intervals.loc[(m, col), 'low'])}, "
+            f"{fmt.format(intervals.loc[(m, col), 'high'])}]" for m in table.index]
+    out.index.name = "Method"
+    return out
+
+
+def training_medians(per_window, method="LSTM"):
+    """Median of every metric for each training of a method (the spread over trainings).
+
+    Returns
+    -------
+    medians : pandas.DataFrame
+        One row per training, one column per metric.
+    """
+    rows = per_window[per_window["method"] == method]
+    return rows.groupby("training")[list(metrics.METRICS)].median()

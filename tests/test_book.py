@@ -91,7 +91,11 @@ def test_region_page_shows_its_table_and_figures(built_book, region):
         assert f">{method}<" in ours
     for header in ("MLE (mm)", "AUC_close", "AUC_far", "DistRank", "PAS (mm)", "FractionActive"):
         assert header in ours
-    assert len(tables) >= 2  # ours and the paper's
+    # Every median carries its interval: "12 [9, 15]".
+    cells = re.findall(r"<td>([^<]*)</td>", ours)
+    assert cells and all(re.fullmatch(r"-?[\d.]+ \[-?[\d.]+, -?[\d.]+\]", c) for c in cells)
+    assert "LSTM, training 1" in html  # the spread over trainings
+    assert len(tables) >= 3  # ours, the trainings and the paper's
     images = re.findall(r'<img[^>]+src="([^"]+\.png)"', html)
     assert len(images) >= 2  # box plots and the reconstruction figure
     for src in images:
@@ -108,6 +112,8 @@ def test_every_page_rendered(built_book):
         assert (html / f"{page}.html").exists(), page
     summary = (html / "book/generated/07_summary.html").read_text()
     assert "Verdict" in summary
+    verdict_words = re.findall(r"<td>(wins|loses|within the intervals)</td>", summary)
+    assert len(verdict_words) == len(REGIONS) * 6
     assert summary.count("<table") >= 5
 
 
@@ -129,13 +135,23 @@ def test_result_files_keep_the_contract(built_book, region):
     assert list(table.columns) == ["method", *metrics.METRICS]
     assert list(table["method"]) == list(results.METHODS)
     windows = pd.read_csv(folder / f"region_{region}_windows.csv")
-    assert list(windows.columns) == ["method", "window", *metrics.METRICS]
-    n_windows = int(round(config.get_params("quick", "simulation")["region_duration_s"]
-                          * config.SFREQ / config.WINDOW))
-    assert len(windows) == n_windows * len(results.METHODS)
+    assert list(windows.columns) == ["method", "recording", "training", "window",
+                                     *metrics.METRICS]
+    sim = config.get_params("quick", "simulation")
+    n_windows = int(round(sim["region_duration_s"] * config.SFREQ / config.WINDOW))
+    n_networks = config.get_params("quick", "network")["n_networks"]
+    rows_per_window = len(results.METHODS) - 1 + n_networks  # one LSTM row per network
+    assert len(windows) == n_windows * sim["region_recordings"] * rows_per_window
+    assert set(windows.loc[windows["method"] == "LSTM", "training"]) == set(range(n_networks))
+    assert set(windows.loc[windows["method"] != "LSTM", "training"]) == {-1}
     medians = windows.groupby("method", sort=False)[list(metrics.METRICS)].median()
     assert medians.loc[table["method"]].to_numpy() == pytest.approx(
         table[list(metrics.METRICS)].to_numpy(), rel=1e-5)
+    intervals = pd.read_csv(folder / f"region_{region}_intervals.csv")
+    assert list(intervals.columns) == ["method", "metric", "median", "low", "high"]
+    assert len(intervals) == len(results.METHODS) * len(metrics.METRICS)
+    assert (intervals["low"] <= intervals["median"] + 1e-9).all()
+    assert (intervals["median"] <= intervals["high"] + 1e-9).all()
     perfect = table.set_index("method").loc["Perfect"]
     assert perfect["MLE_mm"] == 0 and perfect["AUC_close"] == 1 and perfect["FractionActive"] == 1
 

@@ -108,15 +108,17 @@ def test_large_files_are_rehashed_only_when_touched(tmp_path, monkeypatch):
 
 def _fake_results(name="region_A", **overrides):
     """Hand-made results of one region (2 methods x 3 windows), saved as run_region does."""
-    per_window = pd.DataFrame(dict(method=["LSTM"] * 3 + ["MNE"] * 3, window=[0, 1, 2] * 2,
+    per_window = pd.DataFrame(dict(method=["LSTM"] * 3 + ["MNE"] * 3, recording=0,
+                                   training=[0] * 3 + [-1] * 3, window=[0, 1, 2] * 2,
                                    **{m: np.arange(6.0) for m in results.metrics.METRICS}))
     table = per_window.groupby("method")[list(results.metrics.METRICS)].median()
+    intervals = results.bootstrap_intervals(per_window, n_boot=10)
     examples = {m: dict(window=1, map=np.zeros(4, np.float32)) for m in ("LSTM", "MNE")}
     params = results.region_parameters("quick", name.removeprefix("region_").split("_")[0],
                                        **overrides)
     folder = config.profile_dir("quick") / "results"
     results._save(folder, name, dict(key="k", params=params, spec={}, model=dict(trained=True)),
-                  per_window, table, examples, np.zeros(4), dict(total=0.0))
+                  per_window, table, intervals, examples, np.zeros(4), dict(total=0.0))
     return folder
 
 
@@ -153,7 +155,8 @@ def test_truncated_results_are_recomputed_by_run_region(head):
     folder = config.profile_dir("quick") / "results"
     windows = folder / f"{first['name']}_windows.csv"
     lines = windows.read_text().splitlines(keepends=True)
-    assert len(lines) == 1 + 10 * len(results.METHODS)
+    rows_per_window = len(results.METHODS) - 1 + first["model"]["n_networks"]
+    assert len(lines) == 1 + 10 * first["n_recordings"] * rows_per_window
     windows.write_text("".join(lines[: len(lines) // 2]))
     with pytest.raises(cache.ArtifactError, match="run_region\\('quick', 'A', duration_s=2.0\\)"):
         results.load_region("quick", first["name"])
@@ -186,7 +189,7 @@ def test_model_identity_follows_the_weights():
 @pytest.mark.slow
 def test_a_passed_network_never_touches_the_trained_networks_results(head):
     import torch
-    from srclib.network import SourceLSTM, load_model
+    from srclib.network import SourceLSTM, load_model, load_models
 
     kw = dict(head=head, duration_s=2, progress=False)
     trained = results.run_region("quick", "D", **kw)  # what the book's page calls
@@ -210,9 +213,9 @@ def test_a_passed_network_never_touches_the_trained_networks_results(head):
     again = results.run_region("quick", "D", **kw)
     pd.testing.assert_frame_equal(again["table"], trained["table"])
     assert {p: cache.file_record(folder / p) for p in book_files} == book_files
-    # The trained network passed explicitly (a copy) shares the book's results.
-    same = results.run_region("quick", "D", model=copy.deepcopy(load_model("quick", head=head)),
-                              **kw)
+    # The trained networks passed explicitly (a copy) share the book's results.
+    same = results.run_region("quick", "D", **kw,
+                              model=copy.deepcopy(load_models("quick", head=head)))
     assert same["name"] == "region_D_dur2" and same["model"]["trained"]
 
 
