@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from srclib import config, network, own_eeg, regions, results
+from srclib import config, network, own_eeg, regions
 from srclib.headmodel import channel_names
 
 SFREQ_FILE = 500.0
