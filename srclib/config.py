@@ -38,10 +38,11 @@ _PAPER = {
     "simulation": {
         # Distinct training windows: one fixed set, simulated once and cached
         # (the reading of the paper's "10,000 simulations" is explained in
-        # notebooks/03_network.md). The literal sampler made 29 windows/s on
-        # two busy cores (about 4x slower than the former 8-group sampler), so
-        # 20,000 windows take 6-12 min to simulate once; 1.0 GB in memory.
-        "n_train": 20_000,
+        # notebooks/03_network.md). The literal sampler makes about 35
+        # windows/s per core (measured on one idle core of the paper head
+        # model), so 40,000 windows take about 10 min on two cores once;
+        # 2.1 GB in memory (the coefficients as a dense float32 array).
+        "n_train": 40_000,
         "train_seed": 2025,
         "fraction_subcortical": 0.5,
         "radius_range_mm": [5.0, 60.0],
@@ -63,22 +64,23 @@ _PAPER = {
         "region_snr_db": 10.0,
     },
     "network": {
-        # About 23 million parameters, most of them in the output layer
-        # (2048 x 9751). The previous training (1440 steps of 256 windows,
-        # 40 validation passes) took 13 min on two idle cores, 0.54 s per
-        # step; 1800 steps with a validation pass per epoch are about 17-18
-        # min there. (On the shared machine under load a step took 1.8-2.0 s
-        # on one thread and 4-4.9 s on two: measure again on idle cores.)
-        "embed_dim": 128,
-        "hidden_dim": 256,
-        "fc_dims": [512, 1024, 2048],
+        # Sized so that three trainings fit the book's budget on two CPU
+        # cores. At equal optimiser steps (400 on 20,000 windows) the former
+        # sizes (128 / 256 / 512-1024-2048, 23 M parameters, 1.1 s per step on
+        # two idle cores) reached a validation median of 37.9 / 21.7 mm
+        # (cortex / deep) against 45.0 / 21.7 mm for these (10.8 M parameters,
+        # about half the time per step); see benchmarks/network_runs.md.
+        "embed_dim": 64,
+        "hidden_dim": 128,
+        "fc_dims": [256, 512, 1024],
         "dropout": 0.3,
-        # Fixed spatial whitening of the input (fit_whitener), chosen on the
-        # validation set (the network chapter's ablation).
+        # Fixed spatial whitening of the input (fit_whitener): off, as it did
+        # not lower the validation error (45.7 / 23.1 mm with it, 45.0 / 21.7
+        # without, same 400 steps; benchmarks/network_runs.md).
         "whiten": False,
         # Optimiser steps of the whole training (linear warm-up over
         # warmup_fraction of them, then cosine decay to zero).
-        "n_steps": 1800,
+        "n_steps": 1600,
         "warmup_fraction": 0.05,
         "batch_size": 256,
         "learning_rate": 1e-3,

@@ -378,9 +378,16 @@ def load_training_set(profile="paper", head=None, *, progress=True):
     return X, Y, meta
 
 
+#: The simulation settings the training set depends on (the region
+#: recordings' settings are not among them: changing those keeps the set).
+TRAINING_SETTINGS = ("n_train", "train_seed", "fraction_subcortical", "radius_range_mm",
+                     "profile_shape", "snr_range_db", "ar_order", "windows_per_batch")
+
+
 def training_set_key(profile, head):
-    """Hash of everything the training set depends on."""
+    """Hash of everything the training set depends on, and of nothing else."""
+    params = config.get_params(profile, "simulation")
     return cache.params_key(dict(
-        simulation=config.get_params(profile, "simulation"),
+        simulation={k: params[k] for k in TRAINING_SETTINGS},
         head=head.provenance["key"], window=config.WINDOW, version=_CACHE_VERSION,
     ))

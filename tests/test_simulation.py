@@ -479,3 +479,14 @@ def test_custom_region(head):
 def test_region_recording_bad_input(head, kwargs, match):
     with pytest.raises(ValueError, match=match):
         regions.region_recording(head, **kwargs)
+
+
+def test_training_set_key_ignores_the_region_recordings(head, monkeypatch):
+    from srclib import config
+
+    before = sampler.training_set_key("quick", head)
+    monkeypatch.setitem(config.PROFILES["quick"]["simulation"], "region_recordings", 99)
+    monkeypatch.setitem(config.PROFILES["quick"]["simulation"], "region_duration_s", 1.0)
+    assert sampler.training_set_key("quick", head) == before
+    monkeypatch.setitem(config.PROFILES["quick"]["simulation"], "n_train", 7)
+    assert sampler.training_set_key("quick", head) != before
