@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: book region test bench clean clean-data
+.PHONY: book region sweep test bench clean clean-data
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ REGION_ARGS = $(if $(SNR_DB),--snr-db $(SNR_DB)) $(if $(SEED),--seed $(SEED)) \
 region: $(VENV)/.installed
 	@test -n "$(REGION)" || { echo "usage: make region REGION=D [SNR_DB=0] [SEED=3] ..."; exit 2; }
 	$(PY) -m srclib.book --profile $(PROFILE) --region "$(REGION)" $(REGION_ARGS)
+
+## make sweep [PROFILE=quick] [N_REGIONS=20] [SCHEDULER=tcp://host:8786]: random regions
+## scored with dask.distributed (a LocalCluster by default); resumes where it stopped
+N_REGIONS ?= 20
+sweep: $(VENV)/.installed
+	$(PY) -m srclib.sweep --profile $(PROFILE) --n-regions $(N_REGIONS) \
+		$(if $(SCHEDULER),--scheduler $(SCHEDULER))
 
 ## make test: the test suite (builds the quick profile's artifacts once, then reuses them)
 test: $(VENV)/.installed

@@ -67,9 +67,10 @@ _PAPER = {
         # Sized so that three trainings fit the book's budget on two CPU
         # cores. At equal optimiser steps (400 on 20,000 windows) the former
         # sizes (128 / 256 / 512-1024-2048, 23 M parameters, 1.1 s per step on
-        # two idle cores) reached a validation median of 37.9 / 21.7 mm
-        # (cortex / deep) against 45.0 / 21.7 mm for these (10.8 M parameters,
-        # about half the time per step); see benchmarks/network_runs.md.
+        # two idle cores; that run with input whitening) reached a validation
+        # median of 37.9 / 21.7 mm (cortex / deep) against 45.0 / 21.7 mm for
+        # these (10.8 M parameters, about half the time per step); see
+        # benchmarks/network_runs.md.
         "embed_dim": 64,
         "hidden_dim": 128,
         "fc_dims": [256, 512, 1024],

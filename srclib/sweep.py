@@ -1,0 +1,313 @@
+"""Sweeps of many independent region runs, on Dask (beyond the paper).
+
+The paper scores four hand-picked regions at one SNR. A sweep scores many
+regions, SNRs and seeds: each combination is one *task* (:func:`make_tasks`),
+independent of the others, run by :func:`run_task` and stored on its own
+under ``data/<profile>/sweep/`` (one CSV per task, written atomically, named
+by the hash of everything the task depends on). :func:`run_sweep` runs the
+tasks that are not stored yet with ``dask.distributed``: on a
+:class:`~distributed.LocalCluster` that needs no set-up, on an existing
+cluster given its scheduler address (for example one started by
+dask-jobqueue on Slurm), or serially in this process. An interrupted sweep
+therefore resumes where it stopped, a finished one is not recomputed, and a
+task that fails is reported by name with its error while the others finish.
+
+Each worker process loads the head model, the profile's networks and the
+classical solvers' inverse kernels once (:func:`worker_state`), not once per
+task. Tasks run on one thread each (PyTorch and BLAS), in the workers and in
+the serial path alike, so a cluster gives the same numbers as a serial run.
+
+We use Dask rather than a process pool of our own because the same code then
+runs unchanged from two cores to a cluster, with its dashboard, its handling
+of lost workers and its recipes for batch schedulers.
+"""
+
+import argparse
+import hashlib
+import json
+import time
+
+from distributed import Client, LocalCluster, as_completed
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+import torch
+from tqdm.auto import tqdm
+
+from . import cache, config, metrics, network, results
+from .check import check_duration, check_int, check_option, check_radius, check_seed, check_snr
+from .headmodel import load_head_model
+from .simulation import grow_region, simulate
+
+#: Mixed into the seed of :func:`random_regions`, so that its draws never
+#: follow the stream of a training set drawn from the same seed.
+REGION_STREAM = 0x5EED5
+
+#: Columns that describe a task, in the order of the result tables.
+TASK_COLUMNS = ("task", "region", "compartment", "center", "radius_mm", "depth_mm", "snr_db",
+                "seed", "duration_s")
+
+_CACHE_VERSION = 1
+
+
+def random_regions(head, n, seed, radius_range_mm=(10.0, 60.0)):
+    """Draw ``n`` regions stratified by compartment and by depth.
+
+    Half of the regions (rounded down) are cortical, the rest subcortical.
+    Within a compartment the dipoles are sorted by depth (distance to the
+    inner skull) and split into as many strata of equal size as regions are
+    drawn there; one centre is drawn in each stratum, so the centres span the
+    compartment's depths. Radii are uniform in ``radius_range_mm``.
+
+    Parameters
+    ----------
+    head : HeadModel
+    n : int
+        Number of regions, at least 2.
+    seed : int
+        Seeds the draw, mixed with :data:`REGION_STREAM`.
+    radius_range_mm : (float, float)
+
+    Returns
+    -------
+    regions : pandas.DataFrame
+        One row per region: ``region`` (``R000``, ...), ``compartment``,
+        ``center`` (dipole index), ``radius_mm``, ``depth_mm``.
+    """
+    n = check_int("n", n, 2)
+    low, high = (check_radius(r) for r in radius_range_mm)
+    if low > high:
+        raise ValueError(f"radius_range_mm must be increasing, got {radius_range_mm!r}")
+    rng = np.random.default_rng([REGION_STREAM, check_seed(seed)])
+    rows = []
+    for compartment, count in (("cortex", n // 2), ("subcortical", n - n // 2)):
+        pool = np.flatnonzero(head.compartment == compartment)
+        pool = pool[np.argsort(head.depth[pool], kind="stable")]
+        for stratum in np.array_split(pool, count):
+            center = int(rng.choice(stratum))
+            rows.append(dict(compartment=compartment, center=center,
+                             radius_mm=float(rng.uniform(low, high)),
+                             depth_mm=float(1000 * head.depth[center])))
+    table = pd.DataFrame(rows)
+    table.insert(0, "region", [f"R{i:03d}" for i in range(len(table))])
+    return table
+
+
+def make_tasks(regions, snrs_db, seeds, duration_s):
+    """Every combination of region, SNR and seed, as a list of task dictionaries.
+
+    Parameters
+    ----------
+    regions : pandas.DataFrame
+        :func:`random_regions` (or any table with its columns).
+    snrs_db : sequence of float
+    seeds : sequence of int
+        Seeds of the recordings (each task's recording and Random reference).
+    duration_s : float
+        Length of each task's recording.
+
+    Returns
+    -------
+    tasks : list of dict
+        Keys :data:`TASK_COLUMNS` but ``task``, which :func:`task_id` adds.
+    """
+    duration_s = check_duration(duration_s)
+    tasks = []
+    for row in regions.itertuples(index=False):
+        for snr in snrs_db:
+            for seed in seeds:
+                tasks.append(dict(region=str(row.region), compartment=str(row.compartment),
+                                  center=int(row.center), radius_mm=float(row.radius_mm),
+                                  depth_mm=float(row.depth_mm), snr_db=float(snr),
+                                  seed=int(seed), duration_s=duration_s))
+    return tasks
+
+
+def task_id(task, context):
+    """Name of a task's result: its settings and ``context`` (head model, networks), hashed."""
+    text = json.dumps(dict(task={k: task[k] for k in TASK_COLUMNS[1:]}, context=context,
+                           version=_CACHE_VERSION), sort_keys=True)
+    return f"{task['region']}_snr{task['snr_db']:g}_seed{task['seed']}_" \
+           f"{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def sweep_context(profile, head=None):
+    """What every task's result depends on besides its settings (keys of the inputs)."""
+    head = load_head_model(profile, progress=False) if head is None else head
+    return dict(profile=profile, head=head.provenance["key"],
+                networks=[network.model_key(profile, head, k)
+                          for k in range(network.n_networks(profile))])
+
+
+_STATE = {}
+
+
+def worker_state(profile):
+    """The head model, networks and solver kernels of a profile, loaded once per process."""
+    if _STATE.get("profile") != profile:
+        _STATE.clear()
+        head = load_head_model(profile, progress=False)
+        with threadpool_limits(1):
+            kernels = results.solver_kernels(head)
+        _STATE.update(profile=profile, head=head, kernels=kernels,
+                      models=network.load_models(profile, head=head, progress=False))
+    return _STATE
+
+
+def run_task(task, profile):
+    """Simulate one task's recording and score every method on it.
+
+    Runs on one thread (PyTorch and BLAS), in a worker or in this process.
+
+    Returns
+    -------
+    scores : pandas.DataFrame
+        One row per method: the task's columns, ``method`` and the medians
+        over the recording's windows of the six metrics (the LSTM's row pools
+        the profile's trainings).
+    """
+    state = worker_state(profile)
+    head = state["head"]
+    center = int(task["center"])
+    check_option("compartment", task["compartment"], (str(head.compartment[center]),))
+    snr_db, seed = check_snr(task["snr_db"]), check_seed(task["seed"])
+    n_times = int(round(check_duration(task["duration_s"]) * config.SFREQ))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            c = grow_region(head, center, task["radius_mm"])
+            eeg = simulate(head, c, center, n_times, snr_db, np.random.default_rng(seed))
+            per_window, _, _ = results.evaluate_recording(
+                head, state["models"], eeg, c, center, kernels=state["kernels"], seed=seed,
+                progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    scores = metrics.summarize(per_window).reset_index()
+    for k, column in enumerate(TASK_COLUMNS):
+        scores.insert(k, column, task.get(column))
+    return scores
+
+
+def _run_and_store(task, profile, folder):
+    """Run a task and write its scores atomically; return the file name."""
+    scores = run_task(task, profile)
+    path = folder / f"{task['task']}.csv"
+    cache.atomic_save(path, lambda p: scores.to_csv(p, index=False, float_format="%.9g"))
+    return path.name
+
+
+def run_sweep(tasks, profile, *, scheduler=None, n_workers=2, progress=True):
+    """Run the tasks not stored yet, store each result, and gather all of them.
+
+    Parameters
+    ----------
+    tasks : list of dict
+        From :func:`make_tasks`.
+    profile : ``"paper"`` | ``"quick"``
+    scheduler : str | None
+        None: a new :class:`~distributed.LocalCluster` of ``n_workers``
+        single-threaded worker processes; ``"serial"``: no Dask, one task
+        after the other in this process; otherwise the address of a running
+        Dask scheduler (``"tcp://host:8786"``), whose workers must have srclib
+        installed and see the same ``data/`` folder.
+    n_workers : int
+        Workers of the LocalCluster.
+    progress : bool
+        A bar over tasks; the dashboard's address is printed when a cluster
+        is used.
+
+    Returns
+    -------
+    scores : pandas.DataFrame
+        The rows of every task that succeeded (see :func:`run_task`), in the
+        order of ``tasks``.
+    failures : dict
+        ``task name -> error message`` of the tasks that failed.
+    """
+    config.check_profile(profile)
+    if scheduler is not None and not isinstance(scheduler, str):
+        raise ValueError(f"scheduler must be None, 'serial' or a scheduler address, "
+                         f"got {scheduler!r}")
+    context = sweep_context(profile)
+    tasks = [dict(t, task=task_id(t, context)) for t in tasks]
+    folder = config.profile_dir(profile) / "sweep"
+    folder.mkdir(parents=True, exist_ok=True)
+    cache.remove_stale(folder)
+    todo = [t for t in tasks if not (folder / f"{t['task']}.csv").exists()]
+    failures = {}
+    t0 = time.perf_counter()
+    if todo and scheduler == "serial":
+        for task in tqdm(todo, desc="sweep", unit="task", disable=not progress):
+            try:
+                _run_and_store(task, profile, folder)
+            except Exception as err:  # reported by name; the others go on
+                failures[task["task"]] = f"{type(err).__name__}: {err}"
+    elif todo:
+        failures = _run_on_dask(todo, profile, folder, scheduler, n_workers, progress)
+    if progress:
+        print(f"sweep: {len(tasks) - len(todo)} of {len(tasks)} tasks stored before, "
+              f"{len(todo) - len(failures)} run in {time.perf_counter() - t0:.0f} s, "
+              f"{len(failures)} failed -> {config.shown_path(folder)}")
+    parts = [pd.read_csv(folder / f"{t['task']}.csv") for t in tasks
+             if (folder / f"{t['task']}.csv").exists()]
+    scores = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return scores, failures
+
+
+def _run_on_dask(tasks, profile, folder, scheduler, n_workers, progress):
+    """Run tasks on a Dask cluster; return the failures by task name."""
+    cluster = None
+    if scheduler is None:
+        cluster = LocalCluster(n_workers=check_int("n_workers", n_workers, 1),
+                               threads_per_worker=1, processes=True, dashboard_address=":0")
+        client = Client(cluster)
+    else:
+        client = Client(scheduler)
+    failures = {}
+    try:
+        if progress:
+            print(f"sweep: Dask dashboard at {client.dashboard_link}")
+        futures = {client.submit(_run_and_store, t, profile, folder, key=f"sweep-{t['task']}",
+                                 pure=False): t["task"] for t in tasks}
+        for future in tqdm(as_completed(futures), total=len(futures), desc="sweep",
+                           unit="task", disable=not progress):
+            if future.status == "error":
+                err = future.exception()
+                failures[futures[future]] = f"{type(err).__name__}: {err}"
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return failures
+
+
+def main(argv=None):
+    """Command line: ``python -m srclib.sweep --profile quick --n-regions 20 ...``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m srclib.sweep", description="Score random regions on Dask.")
+    parser.add_argument("--profile", default="quick", choices=sorted(config.PROFILES))
+    parser.add_argument("--n-regions", type=int, default=20)
+    parser.add_argument("--region-seed", type=int, default=2026)
+    parser.add_argument("--snr-db", type=float, nargs="+", default=[10.0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--duration-s", type=float, default=12.0,
+                        help="length of each task's recording (12 s = 60 windows)")
+    parser.add_argument("--scheduler", default=None,
+                        help="'serial', or a Dask scheduler address; default: a LocalCluster")
+    parser.add_argument("--n-workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    head = load_head_model(args.profile)
+    regions = random_regions(head, args.n_regions, args.region_seed)
+    tasks = make_tasks(regions, args.snr_db, args.seeds, args.duration_s)
+    scores, failures = run_sweep(tasks, args.profile, scheduler=args.scheduler,
+                                 n_workers=args.n_workers)
+    for name, message in failures.items():
+        print(f"failed: {name}: {message}")
+    if len(scores):
+        print(scores.groupby(["compartment", "method"])["MLE_mm"].median().unstack(0).round(1))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
