@@ -464,6 +464,16 @@ _HELD = {}  # lock path -> [threading.RLock, depth, file object]
 _HELD_GUARD = threading.Lock()
 
 
+def build_lock(folder):
+    """Lock held while an artifact is built, so that two processes never build it twice.
+
+    Callers check :func:`is_valid` again once they hold it: the artifact may
+    have been built by the process they waited for.
+    """
+    folder = Path(folder)
+    return locked(folder.with_name(f".{folder.name}.build.lock"), f"build of {folder.name}")
+
+
 @contextmanager
 def locked(path, what, log=None):
     """Hold an exclusive lock on the file ``path`` (created if needed).

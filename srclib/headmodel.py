@@ -862,11 +862,13 @@ def load_head_model(profile="paper", *, progress=True, **overrides):
     folder = config.profile_dir(profile) / "headmodel"
     key = cache.params_key(dict(params, cache_version=_CACHE_VERSION))
     if not cache.is_valid(folder, key):
-        with cache.ArtifactFolder(folder, key) as art:
-            art.provenance.update(build_head_model(art.tmp, params, progress=progress))
-        if progress:
-            print(f"head model: built in {art.provenance['build_seconds']} s -> "
-                  f"{config.shown_path(folder)}")
+        with cache.build_lock(folder):
+            if not cache.is_valid(folder, key):  # else built by the process we waited for
+                with cache.ArtifactFolder(folder, key) as art:
+                    art.provenance.update(build_head_model(art.tmp, params, progress=progress))
+                if progress:
+                    print(f"head model: built in {art.provenance['build_seconds']} s -> "
+                          f"{config.shown_path(folder)}")
     return _read_head_model(folder, profile, params)
 
 

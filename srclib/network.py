@@ -605,46 +605,53 @@ def train_model(profile="paper", head=None, *, training=0, progress=True):
     key = model_key(profile, head, training)
     folder = model_folder(profile, training)
     if not cache.is_valid(folder, key):
-        X, Y, _ = load_training_set(profile, head, progress=progress)
-        if progress and n_networks(profile) > 1:
-            print(f"network {training + 1} of {n_networks(profile)} (seed {params['seed']})")
-        torch.manual_seed(params["seed"])
-        model = SourceLSTM(head.n_dipoles, params["embed_dim"], params["hidden_dim"],
-                           params["fc_dims"], dropout=params["dropout"],
-                           whiten=params["whiten"])
-        partial = config.profile_dir(profile) / f"model-{key}.partial"
-        partial.mkdir(exist_ok=True)
-        device = device_for_training()
-        result = train(
-            model, X, Y, n_steps=params["n_steps"], batch_size=params["batch_size"],
-            learning_rate=params["learning_rate"], warmup_fraction=params["warmup_fraction"],
-            weight_decay=params["weight_decay"], patience=params["patience"],
-            validation_fraction=params["validation_fraction"], seed=params["seed"],
-            positions=head.positions, is_cortical=head.is_cortical,
-            checkpoint_dir=partial, device=device, progress=progress,
-        )
-        card = dict(
-            architecture=model.architecture, n_parameters=model.n_parameters,
-            training=dict(params, n_windows=len(X),
-                          data_key=training_set_key(profile, head),
-                          epochs=len(result["history"]), steps=result["steps"],
-                          best_epoch=result["best_epoch"], criterion=result["criterion"],
-                          best_criterion=result["best_criterion"],
-                          best_val_loss=result["best_val_loss"],
-                          seconds=round(result["seconds"], 1), history=result["history"]),
-            hardware=dict(device=str(device), cpus=os.cpu_count(),
-                          torch_threads=torch.get_num_threads(), platform=platform.platform(),
-                          cuda=torch.cuda.get_device_name(0) if device.type == "cuda" else None),
-            torch=torch.__version__,
-        )
-        with cache.ArtifactFolder(folder, key, dict(card=card)) as art:
-            torch.save(_cpu_state(model), art.tmp / "model.pt")
-            cache.atomic_write_json(art.tmp / "model_card.json", card)
-        shutil.rmtree(partial, ignore_errors=True)
-        if progress:
-            print(f"network: trained in {card['training']['seconds']} s -> "
-                  f"{config.shown_path(folder)}")
+        with cache.build_lock(folder):
+            if not cache.is_valid(folder, key):  # else trained by the process we waited for
+                _train_and_save(profile, head, training, params, key, folder, progress)
     return load_model(profile, head=head, training=training, progress=progress)
+
+
+def _train_and_save(profile, head, training, params, key, folder, progress):
+    """Train one network (resuming from its checkpoint) and store it in ``folder``."""
+    X, Y, _ = load_training_set(profile, head, progress=progress)
+    if progress and n_networks(profile) > 1:
+        print(f"network {training + 1} of {n_networks(profile)} (seed {params['seed']})")
+    torch.manual_seed(params["seed"])
+    model = SourceLSTM(head.n_dipoles, params["embed_dim"], params["hidden_dim"],
+                       params["fc_dims"], dropout=params["dropout"],
+                       whiten=params["whiten"])
+    partial = config.profile_dir(profile) / f"model-{key}.partial"
+    partial.mkdir(exist_ok=True)
+    device = device_for_training()
+    result = train(
+        model, X, Y, n_steps=params["n_steps"], batch_size=params["batch_size"],
+        learning_rate=params["learning_rate"], warmup_fraction=params["warmup_fraction"],
+        weight_decay=params["weight_decay"], patience=params["patience"],
+        validation_fraction=params["validation_fraction"], seed=params["seed"],
+        positions=head.positions, is_cortical=head.is_cortical,
+        checkpoint_dir=partial, device=device, progress=progress,
+    )
+    card = dict(
+        architecture=model.architecture, n_parameters=model.n_parameters,
+        training=dict(params, n_windows=len(X),
+                      data_key=training_set_key(profile, head),
+                      epochs=len(result["history"]), steps=result["steps"],
+                      best_epoch=result["best_epoch"], criterion=result["criterion"],
+                      best_criterion=result["best_criterion"],
+                      best_val_loss=result["best_val_loss"],
+                      seconds=round(result["seconds"], 1), history=result["history"]),
+        hardware=dict(device=str(device), cpus=os.cpu_count(),
+                      torch_threads=torch.get_num_threads(), platform=platform.platform(),
+                      cuda=torch.cuda.get_device_name(0) if device.type == "cuda" else None),
+        torch=torch.__version__,
+    )
+    with cache.ArtifactFolder(folder, key, dict(card=card)) as art:
+        torch.save(_cpu_state(model), art.tmp / "model.pt")
+        cache.atomic_write_json(art.tmp / "model_card.json", card)
+    shutil.rmtree(partial, ignore_errors=True)
+    if progress:
+        print(f"network: trained in {card['training']['seconds']} s -> "
+              f"{config.shown_path(folder)}")
 
 
 class ModelNotFoundError(FileNotFoundError):

@@ -354,28 +354,35 @@ def load_training_set(profile="paper", head=None, *, progress=True):
     folder = config.profile_dir(profile) / "training"
     key = training_set_key(profile, head)
     if not cache.is_valid(folder, key):
-        t0 = time.perf_counter()
-        X, Y, meta = training_set(
-            head, params["n_train"], np.random.default_rng(params["train_seed"]),
-            order=params["ar_order"], batch=params["windows_per_batch"],
-            fraction_subcortical=params["fraction_subcortical"],
-            radius_range_mm=params["radius_range_mm"], snr_range_db=params["snr_range_db"],
-            progress=progress, return_meta=True,
-        )
-        seconds = time.perf_counter() - t0
-        with cache.ArtifactFolder(folder, key, dict(params=params, seconds=round(seconds, 1),
-                                                    n=len(X), n_dipoles=head.n_dipoles)) as art:
-            np.save(art.tmp / "X.npy", X)
-            sparse.save_npz(art.tmp / "Y.npz", sparse.csr_matrix(Y))
-            np.savez(art.tmp / "meta.npz", **meta)
-        if progress:
-            print(f"training set: {len(X)} windows in {seconds:.1f} s -> "
-                  f"{config.shown_path(folder)}")
+        with cache.build_lock(folder):
+            if not cache.is_valid(folder, key):  # else built by the process we waited for
+                _build_training_set(head, params, folder, key, progress)
     X = np.load(folder / "X.npy")
     Y = sparse.load_npz(folder / "Y.npz").toarray()
     with np.load(folder / "meta.npz") as f:
         meta = {k: f[k] for k in f.files}
     return X, Y, meta
+
+
+def _build_training_set(head, params, folder, key, progress):
+    """Simulate the profile's training set and store it in ``folder``."""
+    t0 = time.perf_counter()
+    X, Y, meta = training_set(
+        head, params["n_train"], np.random.default_rng(params["train_seed"]),
+        order=params["ar_order"], batch=params["windows_per_batch"],
+        fraction_subcortical=params["fraction_subcortical"],
+        radius_range_mm=params["radius_range_mm"], snr_range_db=params["snr_range_db"],
+        progress=progress, return_meta=True,
+    )
+    seconds = time.perf_counter() - t0
+    with cache.ArtifactFolder(folder, key, dict(params=params, seconds=round(seconds, 1),
+                                                n=len(X), n_dipoles=head.n_dipoles)) as art:
+        np.save(art.tmp / "X.npy", X)
+        sparse.save_npz(art.tmp / "Y.npz", sparse.csr_matrix(Y))
+        np.savez(art.tmp / "meta.npz", **meta)
+    if progress:
+        print(f"training set: {len(X)} windows in {seconds:.1f} s -> "
+              f"{config.shown_path(folder)}")
 
 
 #: The simulation settings the training set depends on (the region

@@ -351,3 +351,33 @@ def test_without_prctl_a_watchdog_ends_the_orphan():
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     assert _wait_gone(worker_pid, timeout=30), "the orphan did not notice its parent's death"
+
+
+def test_two_processes_never_build_the_same_training_set_twice(head, tmp_path, monkeypatch):
+    # Two callers at once (threads here; processes take the same file lock):
+    # the second waits for the first and then reads what it built.
+    import threading
+    import time
+
+    from srclib import sampler
+
+    monkeypatch.setenv("SRCLIB_DATA_DIR", str(tmp_path))
+    builds = []
+    real = sampler._build_training_set
+
+    def slow_build(*args):
+        builds.append(threading.get_ident())
+        time.sleep(1.0)
+        return real(*args)
+
+    monkeypatch.setattr(sampler, "_build_training_set", slow_build)
+    monkeypatch.setitem(config.PROFILES["quick"]["simulation"], "n_train", 64)
+    out = []
+    threads = [threading.Thread(target=lambda: out.append(
+        sampler.load_training_set("quick", head, progress=False)[0])) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1 and len(out) == 2
+    assert np.array_equal(out[0], out[1])
