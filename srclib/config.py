@@ -55,12 +55,12 @@ _PAPER = {
         # per-dipole AR coefficients (srclib.sampler.literal_batch).
         "windows_per_batch": 32,
         # Each region is scored on this many independent recordings (own deep
-        # orientation, own AR filters, own noise), each this long: 10 x 30 s
-        # = 1500 windows. (The paper scores one 2-minute recording; windows of
+        # orientation, own AR filters, own noise), each this long: 10 x 24 s
+        # = 1200 windows. (The paper scores one 2-minute recording; windows of
         # one recording share its draw, so independent recordings are what
         # the intervals need.)
         "region_recordings": 10,
-        "region_duration_s": 30.0,
+        "region_duration_s": 24.0,
         "region_snr_db": 10.0,
     },
     "network": {
