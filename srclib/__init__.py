@@ -4,13 +4,17 @@ EEG Subcortical Source Localization" (Buda, Gambosi, Toschi, Astolfi).
 One module per methods section of the paper:
 
 * :mod:`srclib.headmodel` - head model, mixed source space, forward operators (II.A)
-* :mod:`srclib.simulation` - the simulator and its data sets (II.B)
-* :mod:`srclib.network` - the LSTM: training and inference (II.C)
+* :mod:`srclib.simulation` - the paper's simulator (II.B)
+* :mod:`srclib.sampler` - the training set, simulated in batches and cached (II.B)
+* :mod:`srclib.network` - the LSTM: training, windows, inference (II.C)
 * :mod:`srclib.solvers` - the nine classical inverse solvers (II.D)
 * :mod:`srclib.metrics` - the six metrics and the references (II.E)
-* :mod:`srclib.results` - the test regions A-D (III)
+* :mod:`srclib.regions` - the test regions A-D and their recordings (III)
+* :mod:`srclib.results` - one region's tables, intervals and maps; the verdict (III)
 
-and :mod:`srclib.config` (profiles), :mod:`srclib.cache` (parameter-keyed,
+and, beyond the paper, :mod:`srclib.sweep` (many regions on Dask) and
+:mod:`srclib.own_eeg` (EEG files); :mod:`srclib.config` (profiles),
+:mod:`srclib.check` (input checks), :mod:`srclib.cache` (parameter-keyed,
 atomic caching), :mod:`srclib.viz` (figures), :mod:`srclib.book` (the builder).
 """
 
