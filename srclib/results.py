@@ -167,7 +167,7 @@ def evaluate_recording(head, models, eeg, c, center, *, methods=METHODS, kernels
     center : int
     methods : sequence of str
     kernels : dict | None
-        Solver kernels (:func:`solver_kernels`); computed here if None.
+        Solver kernels (:func:`solver_kernels`); None computes each solver's kernel here.
     seed : int
         Seeds the Random reference.
     progress : bool

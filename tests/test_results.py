@@ -92,6 +92,7 @@ def _per_window(rng, n_recordings=10, n_windows=60, shift=0.0, spread=1.0, train
     return pd.concat(rows, ignore_index=True)
 
 
+@pytest.mark.slow
 def test_bootstrap_interval_covers_the_true_median_at_about_the_stated_rate():
     # The recordings are the independent units: the true median of the pooled
     # windows is the shift (0). 200 data sets pin the rate to about +-3 %; a

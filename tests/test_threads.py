@@ -19,6 +19,7 @@ def _python(code, **env):
     return out.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_srclib_loads_torch_with_sleeping_threads():
     # The policy reaches OpenMP through the environment when torch loads.
     line = _python("import os; from srclib import network; "
@@ -26,6 +27,7 @@ def test_srclib_loads_torch_with_sleeping_threads():
     assert line == "True PASSIVE"
 
 
+@pytest.mark.slow
 def test_a_users_own_wait_policy_is_kept():
     line = _python("import os; from srclib import network; "
                    "print(network.PASSIVE_WAIT, os.environ['OMP_WAIT_POLICY'])",
@@ -33,6 +35,7 @@ def test_a_users_own_wait_policy_is_kept():
     assert line == "False active"
 
 
+@pytest.mark.slow
 def test_torch_loaded_first_keeps_its_policy_and_counts_free_cores():
     line = _python(
         "import torch; from srclib import network\n"
