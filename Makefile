@@ -2,6 +2,10 @@
 # into it when missing (or when pyproject.toml or constraints.txt changed), every
 # package held to the versions of constraints.txt.
 PROFILE ?= paper
+# TRAINING=long (any target): the networks' training configuration (srclib.config.TRAININGS)
+ifdef TRAINING
+export SRCLIB_TRAINING := $(TRAINING)
+endif
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -14,7 +18,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-## make book [PROFILE=paper|quick]: run every notebook with papermill, then build the HTML
+## make book [PROFILE=paper|quick] [TRAINING=standard|long]: run every notebook with
+## papermill, then build the HTML (TRAINING=long: four times the optimiser steps, for a GPU)
 book: $(VENV)/.installed
 	$(PY) -m srclib.book --profile $(PROFILE)
 

@@ -133,6 +133,7 @@ def build_key(page, profile):
     parts = dict(
         source=(NOTEBOOKS / page.source).read_text(),
         parameters=dict(page.parameters, profile=profile), title=page.title,
+        training=config.training_name(),
         srclib=_srclib_hash(),
         results=_results_hash(profile) if page.reads_results else None,
     )
@@ -538,6 +539,9 @@ def _parser():
                "-p center_mni '[38, -22, 56]' -p radius_mm 20 -p compartment cortex")
     parser.add_argument("--profile", choices=sorted(config.PROFILES),
                         help="scale (default: paper; quick with --prepare-only)")
+    parser.add_argument("--training", choices=sorted(config.TRAININGS),
+                        help="training configuration of the networks (default: the "
+                             "environment's SRCLIB_TRAINING, else standard)")
     parser.add_argument("--only", nargs="*", help="page names to run (default: all)")
     parser.add_argument("--force", action="store_true", help="re-execute even if unchanged")
     parser.add_argument("--prepare-only", action="store_true",
@@ -572,6 +576,12 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     profile = args.profile or ("quick" if args.prepare_only else "paper")
+    if args.training:  # the executed notebooks inherit it
+        os.environ["SRCLIB_TRAINING"] = args.training
+    try:
+        config.training_name()
+    except ValueError as err:
+        parser.error(str(err))
     # papermill logs every cell's output; the build shows one line per page instead.
     logging.getLogger("papermill").setLevel(logging.ERROR)
     notebook, parameters = _run_parameters(args)

@@ -109,6 +109,17 @@ _QUICK["network"].update(
 
 PROFILES = {"paper": _PAPER, "quick": _QUICK}
 
+#: Named training configurations: each multiplies the profile's optimiser
+#: steps (``network.n_steps``) and changes nothing else. ``standard`` is sized
+#: so that the paper profile's three trainings fit the book's budget on two
+#: CPU cores; ``long`` is the configuration worth a GPU: four times the steps
+#: lowered the held-out median localisation error from 22.6 / 19.2 mm to
+#: 12.5 / 13.3 mm (cortex / deep, radius >= 20 mm, 10 dB; about one minute per
+#: training on an H200, about an hour on two CPU cores; see
+#: benchmarks/network_runs.md). Chosen with ``SRCLIB_TRAINING`` (``make book
+#: TRAINING=long``); the network chapter says which one built the book.
+TRAININGS = {"standard": 1, "long": 4}
+
 
 def check_profile(profile):
     """Return ``profile`` if it names a known profile, else raise ValueError."""
@@ -132,14 +143,34 @@ def get_params(profile, section):
     Returns
     -------
     params : dict
-        A deep copy, safe to modify.
+        A deep copy, safe to modify. The network's ``n_steps`` is scaled by
+        the training configuration (:func:`training_name`).
     """
     check_profile(profile)
     if section not in PROFILES[profile]:
         raise ValueError(
             f"section must be one of {sorted(PROFILES[profile])}, got {section!r}"
         )
-    return deepcopy(PROFILES[profile][section])
+    params = deepcopy(PROFILES[profile][section])
+    if section == "network":
+        params["n_steps"] *= TRAININGS[training_name()]
+    return params
+
+
+def training_name():
+    """The training configuration in use: ``SRCLIB_TRAINING``, else ``"standard"``.
+
+    Returns
+    -------
+    name : str
+        A key of :data:`TRAININGS`.
+    """
+    name = os.environ.get("SRCLIB_TRAINING") or "standard"
+    if name not in TRAININGS:
+        raise ValueError(
+            f"SRCLIB_TRAINING must be one of {sorted(TRAININGS)} (or unset), got {name!r}"
+        )
+    return name
 
 
 #: Committed inputs (``regions.yaml``, the paper's tables).

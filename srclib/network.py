@@ -564,9 +564,15 @@ def n_networks(profile):
 
 
 def model_folder(profile, training=0):
-    """Where training ``training`` is stored: ``model/``, then ``model_1/``, ``model_2/`` ..."""
+    """Where training ``training`` is stored: ``model/``, then ``model_1/``, ``model_2/`` ...
+
+    A training configuration other than ``standard`` (:func:`srclib.config.training_name`)
+    keeps its networks apart, in ``model_long/``, ``model_long_1/`` ..., so that
+    switching between configurations retrains nothing already trained.
+    """
     training = check_int("training", training, 0, n_networks(profile) - 1)
-    name = "model" if training == 0 else f"model_{training}"
+    name = "model" if config.training_name() == "standard" else f"model_{config.training_name()}"
+    name = name if training == 0 else f"{name}_{training}"
     return config.profile_dir(profile) / name
 
 

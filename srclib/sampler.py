@@ -19,10 +19,11 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from . import cache, config
-from .check import check_n_times, check_order, check_radius
+from .check import check_n_times, check_option, check_order, check_radius
 from .headmodel import N_CHANNELS, head_for
 from .simulation import (_ar_filter_time_major, _stationary_start, add_sensor_noise,
-                         ar_coefficients, ar_series, average_reference, grow_region)
+                         PROFILE_SHAPES, ar_coefficients, ar_series, average_reference,
+                         grow_region)
 
 _CACHE_VERSION = 2  # 2: one AR filter per dipole (literal_batch)
 
@@ -183,7 +184,7 @@ def draw_simulation_parameters(head, n, rng, fraction_subcortical=0.5,
 
 def training_set(head, n, rng, *, n_times=config.WINDOW, order=5, fraction_subcortical=0.5,
                  radius_range_mm=(5.0, 60.0), snr_range_db=(0.0, 20.0), batch=32,
-                 n_jobs=None, progress=True, return_meta=False):
+                 profile_shape=None, n_jobs=None, progress=True, return_meta=False):
     """Simulate ``n`` training windows and their target coefficients.
 
     Every window has one region (centre in the cortex or the deep grey matter,
@@ -211,6 +212,10 @@ def training_set(head, n, rng, *, n_times=config.WINDOW, order=5, fraction_subco
     batch : int
         Windows simulated together; they share one draw of the background's
         per-dipole AR coefficients (see :func:`literal_batch`).
+    profile_shape : str | None
+        Coefficient profile of the regions (a key of
+        :data:`srclib.simulation.PROFILE_SHAPES`); None takes the head
+        model's profile setting.
     n_jobs : int | None
         Worker processes; None uses every core (at most 8), 1 runs in this process.
     progress : bool
@@ -231,6 +236,8 @@ def training_set(head, n, rng, *, n_times=config.WINDOW, order=5, fraction_subco
     if n < 1:
         raise ValueError(f"n must be a positive integer, got {n}")
     check_order(order, check_n_times(n_times))
+    if profile_shape is not None:
+        check_option("profile_shape", profile_shape, tuple(PROFILE_SHAPES))
     meta = draw_simulation_parameters(
         head, n, rng, fraction_subcortical, radius_range_mm, snr_range_db
     )
@@ -240,7 +247,8 @@ def training_set(head, n, rng, *, n_times=config.WINDOW, order=5, fraction_subco
             for s, seed in zip(starts, rng.integers(0, 2**63, len(starts)))]
     X = np.empty((n, N_CHANNELS, n_times), np.float32)
     Y = np.zeros((n, head.n_dipoles), np.float32)
-    _WORKER_STATE.update(head=head, gains=gains, meta=meta, order=order, n_times=n_times)
+    _WORKER_STATE.update(head=head, gains=gains, meta=meta, order=order, n_times=n_times,
+                         shape=profile_shape)
     try:
         with _worker_pool(n_jobs) as run:
             for idx, x, rows, cols, vals in tqdm(
@@ -267,7 +275,8 @@ def _training_batch(job):
         st["head"], st["gains"], st["meta"], st["order"], st["n_times"]
     )
     rng = np.random.default_rng(seed)
-    c = [grow_region(head, int(meta["center"][i]), meta["radius_mm"][i]) for i in idx]
+    c = [grow_region(head, int(meta["center"][i]), meta["radius_mm"][i], st["shape"])
+         for i in idx]
     clean, _ = literal_batch(gains, c, meta["orientation"][idx], n_times, rng, order)
     x, _ = add_sensor_noise(average_reference(clean), meta["snr_db"][idx], rng)
     rows, cols = np.nonzero(np.asarray(c))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from srclib import network
+from srclib import config, network
 
 
 def _data(n=48, n_dipoles=30, seed=0):
@@ -266,3 +266,19 @@ def test_mne_input_is_picked_by_name_and_resampled():
     assert np.allclose(windows[0], picked[:, :50])
     with pytest.raises(ValueError, match=r"lack 1 of the 64 montage channels.*\[.Cz.\]"):
         network.predict(model, raw.copy().drop_channels(["Cz"]))
+
+
+def test_training_configuration(head, monkeypatch):
+    standard = config.get_params("quick", "network")
+    key, folder = network.model_key("quick", head), network.model_folder("quick", 1)
+    monkeypatch.setenv("SRCLIB_TRAINING", "long")
+    long = config.get_params("quick", "network")
+    assert long["n_steps"] == config.TRAININGS["long"] * standard["n_steps"]
+    assert {k: v for k, v in long.items() if k != "n_steps"} == {
+        k: v for k, v in standard.items() if k != "n_steps"}
+    assert network.model_key("quick", head) != key  # its own networks, in their own folders
+    assert network.model_folder("quick", 0).name == "model_long"
+    assert network.model_folder("quick", 1).name == "model_long_1" != folder.name
+    monkeypatch.setenv("SRCLIB_TRAINING", "longer")
+    with pytest.raises(ValueError, match="SRCLIB_TRAINING must be one of"):
+        config.get_params("quick", "network")

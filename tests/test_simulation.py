@@ -126,6 +126,29 @@ def test_flatter_profiles_spread_more(head):
     assert pas["gaussian_2r"] <= pas["flat"] + 1e-9
 
 
+def test_membership_centre_on_a_line():
+    from types import SimpleNamespace
+
+    head = SimpleNamespace(positions=np.c_[np.arange(7.0), np.zeros(7), np.zeros(7)] / 1000)
+    c = np.array([0, 0.9, 1.0, 0.9, 0.8, 0.7, 0])  # members 1-5: the middle one is 3
+    assert sim.membership_centre(head, c) == 3
+    with pytest.raises(ValueError, match="positive coefficient"):
+        sim.membership_centre(head, np.zeros(7))
+
+
+@pytest.mark.parametrize("compartment", ["cortex", "subcortical"])
+def test_membership_centre_is_the_chebyshev_centre(head, rng, compartment):
+    pool = np.flatnonzero(head.compartment == compartment)
+    for center in rng.choice(pool, 5, replace=False):
+        c = sim.grow_region(head, int(center), 30.0)
+        members = np.flatnonzero(c)
+        reach = np.array([np.linalg.norm(head.positions[members] - head.positions[m], axis=1).max()
+                          for m in members])
+        chosen = sim.membership_centre(head, c)
+        assert chosen in members and np.isclose(reach[members == chosen][0], reach.min())
+        assert reach.min() <= reach[members == center][0] <= 0.030 + 1e-9
+
+
 def test_region_hemispheres(head):
     left_ctx = int(np.flatnonzero(head.structure == "ctx-lh")[0])
     c = sim.grow_region(head, left_ctx, 200.0)
@@ -410,6 +433,19 @@ def test_training_set_shapes_and_content(head):
         assert head.is_cortical[meta["center"][i]] != meta["subcortical"][i]
     assert np.all((meta["radius_mm"] >= 5) & (meta["radius_mm"] <= 60))
     assert np.allclose(X.mean(1), 0, atol=1e-3 * np.abs(X).max())
+
+
+def test_training_set_profile_shape(head):
+    rng = lambda: np.random.default_rng(3)  # noqa: E731
+    flat = sampler.training_set(head, 12, rng(), batch=6, profile_shape="flat", progress=False,
+                                n_jobs=1, return_meta=True)
+    default = sampler.training_set(head, 12, rng(), batch=6, progress=False, n_jobs=1)
+    for i in range(12):  # the same regions, with the flat profile: every member at 1
+        members = default[1][i] > 0
+        assert np.array_equal(flat[1][i] > 0, members) and np.all(flat[1][i][members] == 1)
+        assert flat[1][i][flat[2]["center"][i]] == 1
+    with pytest.raises(ValueError, match="profile_shape"):
+        sampler.training_set(head, 4, rng(), profile_shape="cone", progress=False)
 
 
 def test_training_set_reproducible_and_independent_of_workers(head):

@@ -1,0 +1,186 @@
+"""Train a grid of network configurations and score each on fresh held-out windows.
+
+The configurations of :data:`GRIDS` run in their listed order (most telling
+first) until a time budget is spent; each finished one appends a JSON line to
+``--out`` (configuration, device, seconds per step, kept epoch, validation
+medians by epoch, held-out medians). Training windows come from the sampler
+(seed 1, all radii and SNRs), held-out windows from the same sampler with
+another seed (424242) at 10 dB; smaller training sets are the first windows of
+the largest one, so the learning curve changes only the number of distinct
+windows. Nothing here reads or writes the profile caches.
+
+Where the profile's head model cannot be built (a GPU machine without the
+build tools), ``--head`` reads one saved with :mod:`pickle` instead.
+
+Example::
+
+    python benchmarks/network_grid.py --grid ablation --budget-s 480 --out grid.jsonl
+"""
+
+import argparse
+import json
+import os
+import pickle
+import time
+
+import numpy as np
+import torch
+
+from srclib import config, network, sampler
+from srclib.headmodel import load_head_model
+
+TRAIN_SEED = 1
+HELDOUT_SEED = 424242
+
+BOOK = dict(embed_dim=64, hidden_dim=128, fc_dims=[256, 512, 1024])
+LARGE = dict(embed_dim=128, hidden_dim=256, fc_dims=[512, 1024, 2048])
+
+#: Named grids: each configuration is a name and the settings it changes.
+GRIDS = {
+    "ablation": [
+        dict(name="book, 1600 steps", **BOOK, n_steps=1600),
+        dict(name="book, 6400 steps", **BOOK, n_steps=6400),
+        dict(name="book, 6400 steps, gaussian r/2 profile", **BOOK, n_steps=6400,
+             shape="gaussian"),
+        dict(name="large, 6400 steps", **LARGE, n_steps=6400),
+        dict(name="book, 6400 steps, 4,000 windows", **BOOK, n_steps=6400, n_train=4000),
+        dict(name="book, 6400 steps, 400 windows", **BOOK, n_steps=6400, n_train=400),
+        dict(name="book, 6400 steps, output bias 0", **BOOK, n_steps=6400, prior_bias=False),
+        dict(name="book, 1600 steps, gaussian r/2 profile", **BOOK, n_steps=1600,
+             shape="gaussian"),
+        dict(name="large, 12800 steps", **LARGE, n_steps=12800),
+    ],
+    "steps": [
+        dict(name="book, 3200 steps", **BOOK, n_steps=3200),
+        dict(name="book, 6400 steps, batch 128", **BOOK, n_steps=6400, batch_size=128),
+        dict(name="book, narrow 128-256-512, 6400 steps", embed_dim=64, hidden_dim=128,
+             fc_dims=[128, 256, 512], n_steps=6400),
+        dict(name="book, 6400 steps, 400 windows", **BOOK, n_steps=6400, n_train=400),
+        dict(name="book, 12800 steps", **BOOK, n_steps=12800),
+        dict(name="book, 6400 steps, output bias 0", **BOOK, n_steps=6400, prior_bias=False),
+    ],
+    "smoke": [
+        dict(name="tiny", embed_dim=8, hidden_dim=8, fc_dims=[16, 16, 16], n_steps=4,
+             n_train=200),
+        dict(name="tiny, gaussian r/2", embed_dim=8, hidden_dim=8, fc_dims=[16, 16, 16],
+             n_steps=4, n_train=100, shape="gaussian"),
+    ],
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--profile", default="paper", choices=sorted(config.PROFILES))
+    p.add_argument("--grid", default="ablation", choices=sorted(GRIDS))
+    p.add_argument("--n-train", type=int, default=40_000,
+                   help="distinct training windows of a configuration that names none")
+    p.add_argument("--n-heldout", type=int, default=2000)
+    p.add_argument("--budget-s", type=float, default=float("inf"),
+                   help="start no configuration expected to end after this many seconds")
+    p.add_argument("--n-jobs", type=int, default=None, help="sampler processes")
+    p.add_argument("--head", default=None, help="a pickled HeadModel to use")
+    p.add_argument("--out", default="network_grid.jsonl")
+    return p.parse_args(argv)
+
+
+def heldout_medians(model, X, meta, positions):
+    """Median localisation error (mm) by compartment, radius >= 20 mm and all radii."""
+    peak = network.predict(model, X).argmax(1)
+    error = 1000.0 * np.linalg.norm(positions[peak] - positions[meta["center"]], axis=1)
+    out = {}
+    for name, deep in (("cortex", False), ("deep", True)):
+        comp = meta["subcortical"] == deep
+        out[f"heldout_{name}_r20_mm"] = round(float(np.median(
+            error[comp & (meta["radius_mm"] >= 20)])), 1)
+        out[f"heldout_{name}_all_mm"] = round(float(np.median(error[comp])), 1)
+    return out
+
+
+class Data:
+    """Training and held-out windows per profile shape, simulated once each."""
+
+    def __init__(self, head, shape_default, n_train, n_heldout, n_jobs):
+        self.head, self.default = head, shape_default
+        self.n_train, self.n_heldout, self.n_jobs = n_train, n_heldout, n_jobs
+        self.sets, self.seconds = {}, {}
+
+    def get(self, shape):
+        if shape not in self.sets:
+            t0 = time.perf_counter()
+            train = sampler.training_set(
+                self.head, self.n_train, np.random.default_rng(TRAIN_SEED),
+                profile_shape=shape, n_jobs=self.n_jobs, progress=False)
+            held = sampler.training_set(
+                self.head, self.n_heldout, np.random.default_rng(HELDOUT_SEED),
+                snr_range_db=(10.0, 10.0), profile_shape=shape, n_jobs=self.n_jobs,
+                progress=False, return_meta=True)
+            self.sets[shape] = train, held
+            self.seconds[shape] = round(time.perf_counter() - t0, 1)
+        return self.sets[shape]
+
+
+def run_one(cfg, data, params, device):
+    """Train one configuration; return its report."""
+    shape = cfg.get("shape", data.default)
+    (X, Y), (Xh, _, meta) = data.get(shape)
+    n = cfg.get("n_train", data.n_train)
+    torch.manual_seed(params["seed"])
+    model = network.SourceLSTM(data.head.n_dipoles, cfg["embed_dim"], cfg["hidden_dim"],
+                               cfg["fc_dims"], dropout=params["dropout"])
+    result = network.train(
+        model, X[:n], Y[:n], n_steps=cfg["n_steps"],
+        batch_size=cfg.get("batch_size", params["batch_size"]),
+        learning_rate=params["learning_rate"], warmup_fraction=params["warmup_fraction"],
+        weight_decay=params["weight_decay"], validation_fraction=params["validation_fraction"],
+        seed=params["seed"], prior_bias=cfg.get("prior_bias", True),
+        positions=data.head.positions, is_cortical=data.head.is_cortical, device=device,
+        progress=False)
+    best = result["history"][result["best_epoch"] - 1]
+    return dict(
+        cfg, shape=shape, n_train=n, device=str(device),
+        device_name=(torch.cuda.get_device_name(device) if device.type == "cuda"
+                     else "cpu, %d threads" % torch.get_num_threads()),
+        n_parameters=model.n_parameters, steps=result["steps"],
+        training_s=round(result["seconds"], 1),
+        s_per_step=round(result["seconds"] / max(result["steps"], 1), 4),
+        best_epoch=result["best_epoch"], epochs=len(result["history"]),
+        val_cortex_mm=round(best.get("val_mle_cortex_mm", np.nan), 1),
+        val_deep_mm=round(best.get("val_mle_subcortical_mm", np.nan), 1),
+        val_by_epoch=[[round(h.get("val_mle_cortex_mm", np.nan), 1),
+                       round(h.get("val_mle_subcortical_mm", np.nan), 1)]
+                      for h in result["history"]],
+        sampling_s=data.seconds[shape],
+        **heldout_medians(model, Xh, meta, data.head.positions),
+    )
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    if args.head:
+        with open(args.head, "rb") as fid:
+            head = pickle.load(fid)
+    else:
+        head = load_head_model(args.profile, progress=False)
+    params = config.get_params(args.profile, "network")
+    shape = config.get_params(args.profile, "simulation")["profile_shape"]
+    data = Data(head, shape, args.n_train, args.n_heldout, args.n_jobs or os.cpu_count())
+    device = network.device_for_training()
+    per_step = {}  # measured seconds per step, by network size
+    for cfg in GRIDS[args.grid]:
+        size = (cfg["embed_dim"], cfg["hidden_dim"], tuple(cfg["fc_dims"]),
+                cfg.get("batch_size"))
+        expected = per_step.get(size, 0.0) * cfg["n_steps"]
+        if time.perf_counter() - t_start + expected > args.budget_s:
+            print(f"budget: skipping {cfg['name']!r} (about {expected:.0f} s)", flush=True)
+            continue
+        report = run_one(cfg, data, params, device)
+        per_step[size] = report["s_per_step"]
+        with open(args.out, "a") as fid:
+            fid.write(json.dumps(report) + "\n")
+        print(json.dumps({k: v for k, v in report.items() if k != "val_by_epoch"}), flush=True)
+    print(f"total {time.perf_counter() - t_start:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
