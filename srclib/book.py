@@ -96,6 +96,7 @@ PAGES = [
            products=(f"results/region_{r}.csv", f"results/region_{r}_windows.csv"))
       for r in REGIONS],
     Page("07_summary", "07_summary.md", reads_results=True),
+    Page("09_generalisation", "09_generalisation.md"),
     Page("08_own_eeg", "08_own_eeg.md",
          products=("own_eeg/recording_raw.fif", "own_eeg/recording.edf",
                    "own_eeg/estimate-lh.stc", "own_eeg/estimate-rh.stc",

@@ -95,6 +95,23 @@ _PAPER = {
         # pool their windows, and its intervals resample the trainings too.
         "n_networks": 3,
     },
+    "generalisation": {
+        # Random held-out regions of the generalisation chapter
+        # (srclib.sweep.random_regions: half cortical, half subcortical,
+        # stratified by depth), drawn from their own seed stream; each scored on
+        # one recording of duration_s (60 windows) at snr_db, and a subset of
+        # n_snr_regions of them (evenly spread over the table) at every SNR of
+        # snrs_db. About 8 s per task on one core: 100 + 16 x 5 tasks take
+        # about 12 min on two workers.
+        "n_regions": 100,
+        "region_seed": 2026,
+        "radius_range_mm": [10.0, 60.0],
+        "recording_seed": 1,
+        "duration_s": 12.0,
+        "snr_db": 10.0,
+        "snrs_db": [-5.0, 0.0, 5.0, 10.0, 15.0, 20.0],
+        "n_snr_regions": 16,
+    },
 }
 
 _QUICK = deepcopy(_PAPER)
@@ -102,6 +119,7 @@ _QUICK["headmodel"].update(
     cortex_spacing="oct4", subcortical_spacing_mm=7.0, bem_ico_inverse=2, bem_ico_simulation=3
 )
 _QUICK["simulation"].update(n_train=1000, region_recordings=3, region_duration_s=6.0)
+_QUICK["generalisation"].update(n_regions=16, n_snr_regions=4, duration_s=6.0)
 _QUICK["network"].update(
     embed_dim=32, hidden_dim=64, fc_dims=[128, 256, 512], n_steps=120, batch_size=64,
     n_networks=2,
@@ -138,7 +156,7 @@ def get_params(profile, section):
     profile : str
         ``"paper"`` or ``"quick"``.
     section : str
-        ``"headmodel"``, ``"simulation"`` or ``"network"``.
+        ``"headmodel"``, ``"simulation"``, ``"network"`` or ``"generalisation"``.
 
     Returns
     -------

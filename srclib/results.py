@@ -148,9 +148,14 @@ def method_maps(head, model, eeg, c, method, rng, kernels=None):
     return solvers.activation_maps(head, eeg, method)
 
 
-def solver_kernels(head, methods=METHODS):
-    """The inverse kernel of every classical solver among ``methods``, computed once."""
-    return {m: solvers.inverse_kernel(head, m) for m in methods if m in solvers.METHODS}
+def solver_kernels(head, methods=METHODS, forward="inverse"):
+    """The inverse kernel of every classical solver among ``methods``, computed once.
+
+    ``forward`` is the operator they invert: ``"inverse"`` (the book's) or
+    ``"simulation"`` (the inverse-crime control).
+    """
+    return {m: solvers.inverse_kernel(head, m, forward=forward)
+            for m in methods if m in solvers.METHODS}
 
 
 def evaluate_recording(head, models, eeg, c, center, *, methods=METHODS, kernels=None, seed=0,

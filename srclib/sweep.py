@@ -30,11 +30,12 @@ import time
 from distributed import Client, LocalCluster, as_completed
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest
 from threadpoolctl import threadpool_limits
 import torch
 from tqdm.auto import tqdm
 
-from . import cache, config, metrics, network, results
+from . import cache, config, metrics, network, results, solvers
 from .check import check_duration, check_int, check_option, check_radius, check_seed, check_snr
 from .headmodel import load_head_model
 from .simulation import grow_region, simulate
@@ -45,7 +46,11 @@ REGION_STREAM = 0x5EED5
 
 #: Columns that describe a task, in the order of the result tables.
 TASK_COLUMNS = ("task", "region", "compartment", "center", "radius_mm", "depth_mm", "snr_db",
-                "seed", "duration_s")
+                "seed", "duration_s", "forward")
+
+#: Forward operators the classical solvers can invert: the book's inverse
+#: forward, or the simulation forward itself (the inverse-crime control).
+FORWARDS = ("inverse", "simulation")
 
 _CACHE_VERSION = 1
 
@@ -93,7 +98,7 @@ def random_regions(head, n, seed, radius_range_mm=(10.0, 60.0)):
     return table
 
 
-def make_tasks(regions, snrs_db, seeds, duration_s):
+def make_tasks(regions, snrs_db, seeds, duration_s, forward="inverse"):
     """Every combination of region, SNR and seed, as a list of task dictionaries.
 
     Parameters
@@ -105,6 +110,9 @@ def make_tasks(regions, snrs_db, seeds, duration_s):
         Seeds of the recordings (each task's recording and Random reference).
     duration_s : float
         Length of each task's recording.
+    forward : ``"inverse"`` | ``"simulation"``
+        The forward operator the classical solvers invert (:data:`FORWARDS`);
+        ``"simulation"`` is the inverse-crime control. The LSTM is the same.
 
     Returns
     -------
@@ -112,6 +120,7 @@ def make_tasks(regions, snrs_db, seeds, duration_s):
         Keys :data:`TASK_COLUMNS` but ``task``, which :func:`task_id` adds.
     """
     duration_s = check_duration(duration_s)
+    check_option("forward", forward, FORWARDS)
     tasks = []
     for row in regions.itertuples(index=False):
         for snr in snrs_db:
@@ -119,15 +128,19 @@ def make_tasks(regions, snrs_db, seeds, duration_s):
                 tasks.append(dict(region=str(row.region), compartment=str(row.compartment),
                                   center=int(row.center), radius_mm=float(row.radius_mm),
                                   depth_mm=float(row.depth_mm), snr_db=float(snr),
-                                  seed=int(seed), duration_s=duration_s))
+                                  seed=int(seed), duration_s=duration_s, forward=forward))
     return tasks
 
 
 def task_id(task, context):
     """Name of a task's result: its settings and ``context`` (head model, networks), hashed."""
-    text = json.dumps(dict(task={k: task[k] for k in TASK_COLUMNS[1:]}, context=context,
-                           version=_CACHE_VERSION), sort_keys=True)
-    return f"{task['region']}_snr{task['snr_db']:g}_seed{task['seed']}_" \
+    settings = {k: task[k] for k in TASK_COLUMNS[1:] if k in task}
+    if settings.get("forward", "inverse") == "inverse":
+        settings.pop("forward", None)  # the default: names from before the control are kept
+    text = json.dumps(dict(task=settings, context=context, version=_CACHE_VERSION),
+                      sort_keys=True)
+    crime = "_simfwd" if settings.get("forward") == "simulation" else ""
+    return f"{task['region']}_snr{task['snr_db']:g}_seed{task['seed']}{crime}_" \
            f"{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
@@ -143,15 +156,24 @@ _STATE = {}
 
 
 def worker_state(profile):
-    """The head model, networks and solver kernels of a profile, loaded once per process."""
+    """The head model, networks and solver kernels of a profile, loaded once per process.
+
+    The kernels of a forward operator are computed the first time a task asks
+    for them (``state["kernels"][forward]``), once per process.
+    """
     if _STATE.get("profile") != profile:
         _STATE.clear()
         head = load_head_model(profile, progress=False)
-        with threadpool_limits(1):
-            kernels = results.solver_kernels(head)
-        _STATE.update(profile=profile, head=head, kernels=kernels,
+        _STATE.update(profile=profile, head=head, kernels={},
                       models=network.load_models(profile, head=head, progress=False))
     return _STATE
+
+
+def _kernels_for(state, forward):
+    if forward not in state["kernels"]:
+        with threadpool_limits(1):
+            state["kernels"][forward] = results.solver_kernels(state["head"], forward=forward)
+    return state["kernels"][forward]
 
 
 def run_task(task, profile):
@@ -178,14 +200,16 @@ def run_task(task, profile):
         with threadpool_limits(1):
             c = grow_region(head, center, task["radius_mm"])
             eeg = simulate(head, c, center, n_times, snr_db, np.random.default_rng(seed))
+            kernels = _kernels_for(state, check_option(
+                "forward", task.get("forward", "inverse"), FORWARDS))
             per_window, _, _ = results.evaluate_recording(
-                head, state["models"], eeg, c, center, kernels=state["kernels"], seed=seed,
+                head, state["models"], eeg, c, center, kernels=kernels, seed=seed,
                 progress=False)
     finally:
         torch.set_num_threads(threads)
     scores = metrics.summarize(per_window).reset_index()
     for k, column in enumerate(TASK_COLUMNS):
-        scores.insert(k, column, task.get(column))
+        scores.insert(k, column, task.get(column, "inverse" if column == "forward" else None))
     return scores
 
 
@@ -249,10 +273,18 @@ def run_sweep(tasks, profile, *, scheduler=None, n_workers=2, progress=True):
         print(f"sweep: {len(tasks) - len(todo)} of {len(tasks)} tasks stored before, "
               f"{len(todo) - len(failures)} run in {time.perf_counter() - t0:.0f} s, "
               f"{len(failures)} failed -> {config.shown_path(folder)}")
-    parts = [pd.read_csv(folder / f"{t['task']}.csv") for t in tasks
+    parts = [_read_task(folder / f"{t['task']}.csv") for t in tasks
              if (folder / f"{t['task']}.csv").exists()]
     scores = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     return scores, failures
+
+
+def _read_task(path):
+    """One stored task's rows (stored before the control, they invert the inverse forward)."""
+    scores = pd.read_csv(path)
+    if "forward" not in scores:
+        scores.insert(TASK_COLUMNS.index("forward"), "forward", "inverse")
+    return scores
 
 
 def _run_on_dask(tasks, profile, folder, scheduler, n_workers, progress):
@@ -280,6 +312,66 @@ def _run_on_dask(tasks, profile, folder, scheduler, n_workers, progress):
         if cluster is not None:
             cluster.close()
     return failures
+
+
+def best_classical(scores, metric="MLE_mm"):
+    """The classical solver with the lowest median ``metric`` over regions, per compartment.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        :func:`run_sweep`'s rows (one per task and method).
+    metric : str
+        A column of ``scores`` where lower is better.
+
+    Returns
+    -------
+    best : pandas.Series
+        Compartment -> solver name.
+    """
+    classical = scores[scores["method"].isin(solvers.SOLVERS)]
+    medians = classical.groupby(["compartment", "method"])[metric].median()
+    return medians.groupby(level="compartment").idxmin().map(lambda pair: pair[1])
+
+
+def win_rates(scores, by, metric="MLE_mm", confidence=0.95):
+    """How often the LSTM beats each compartment's best classical solver, region by region.
+
+    For every task the LSTM *wins* when its median ``metric`` over the
+    recording's windows is lower than that of its compartment's best
+    classical solver (:func:`best_classical`, chosen once over all regions,
+    not per region). Intervals are Wilson score intervals of the proportion.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        :func:`run_sweep`'s rows.
+    by : list of str
+        Columns of ``scores`` to group the tasks by (for example
+        ``["compartment", "radius band"]``).
+    metric : str
+    confidence : float
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Indexed by ``by``: ``solver``, ``regions``, ``wins``, ``win rate``,
+        ``low`` and ``high``.
+    """
+    best = best_classical(scores, metric)
+    wide = scores.pivot_table(index="task", columns="method", values=metric)
+    tasks = scores.drop_duplicates("task").set_index("task")
+    tasks["solver"] = tasks["compartment"].map(best)
+    theirs = np.array([wide.at[t, m] for t, m in tasks["solver"].items()])
+    tasks["win"] = wide.loc[tasks.index, "LSTM"].to_numpy() < theirs
+    rows = []
+    for key, group in tasks.groupby(by, observed=True):
+        k, n = int(group["win"].sum()), len(group)
+        ci = binomtest(k, n).proportion_ci(confidence, method="wilson")
+        rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,)),
+                         solver=", ".join(sorted(set(group["solver"]))), regions=n, wins=k,
+                         **{"win rate": k / n, "low": ci.low, "high": ci.high}))
+    return pd.DataFrame(rows).set_index(by)
 
 
 def main(argv=None):

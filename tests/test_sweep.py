@@ -87,3 +87,54 @@ def test_an_interrupted_sweep_resumes_and_a_failing_task_does_not_stop_the_other
     assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.csv")
             if p.name in stored} == stored  # the first task was not recomputed
     pd.testing.assert_frame_equal(scores.iloc[:12].reset_index(drop=True), first)
+
+
+def _scores(rows):
+    """A sweep result table from (task, compartment, method, MLE) rows."""
+    return pd.DataFrame(rows, columns=["task", "compartment", "method", "MLE_mm"])
+
+
+def test_win_rates_against_the_compartments_best_classical_solver():
+    rows = []
+    # Cortex: dSPM is best over regions (median 10) though MNE wins one region.
+    for t, (lstm, dspm, mne) in enumerate([(5, 10, 30), (12, 10, 30), (8, 9, 1), (20, 11, 30)]):
+        rows += [(f"c{t}", "cortex", "LSTM", lstm), (f"c{t}", "cortex", "dSPM", dspm),
+                 (f"c{t}", "cortex", "MNE", mne)]
+    for t, (lstm, eloreta) in enumerate([(1, 2), (3, 2)]):
+        rows += [(f"d{t}", "subcortical", "LSTM", lstm),
+                 (f"d{t}", "subcortical", "eLORETA", eloreta),
+                 (f"d{t}", "subcortical", "Perfect", 0.0)]  # references are not solvers
+    scores = _scores(rows)
+    assert sweep.best_classical(scores).to_dict() == {"cortex": "dSPM", "subcortical": "eLORETA"}
+    table = sweep.win_rates(scores, ["compartment"])
+    assert table.loc["cortex", "wins"] == 2 and table.loc["cortex", "regions"] == 4
+    assert table.loc["subcortical", "wins"] == 1 and table.loc["subcortical", "win rate"] == 0.5
+    # Wilson 95 % interval of 2 of 4: (0.150, 0.850).
+    assert np.allclose(table.loc["cortex", ["low", "high"]].astype(float), [0.150, 0.850],
+                       atol=1e-3)
+
+
+def test_inverse_crime_tasks_are_named_apart_and_checked(head):
+    regions = sweep.random_regions(head, 2, seed=3)
+    usual = sweep.make_tasks(regions, [10.0], [5], 1.0)
+    crime = sweep.make_tasks(regions, [10.0], [5], 1.0, forward="simulation")
+    context = dict(profile="quick")
+    old = {k: v for k, v in usual[0].items() if k != "forward"}  # stored before the control
+    assert sweep.task_id(usual[0], context) == sweep.task_id(old, context)
+    assert "_simfwd_" in sweep.task_id(crime[0], context)
+    assert sweep.task_id(crime[0], context) != sweep.task_id(usual[0], context)
+    with pytest.raises(ValueError, match="forward must be one of"):
+        sweep.make_tasks(regions, [10.0], [5], 1.0, forward="perfect")
+
+
+@pytest.mark.slow
+def test_inverse_crime_changes_the_solvers_not_the_lstm(tasks):
+    usual = dict(tasks[1], task="usual")
+    crime = dict(usual, task="crime", forward="simulation")
+    a, b = sweep.run_task(usual, "quick"), sweep.run_task(crime, "quick")
+    assert set(a["forward"]) == {"inverse"} and set(b["forward"]) == {"simulation"}
+    a, b = a.set_index("method"), b.set_index("method")
+    for reference in ("LSTM", "Random", "Perfect"):
+        assert a.loc[reference, "MLE_mm"] == b.loc[reference, "MLE_mm"]
+    assert (a.loc["MNE", ["MLE_mm", "AUC_close", "PAS_mm"]]
+            != b.loc["MNE", ["MLE_mm", "AUC_close", "PAS_mm"]]).any()
