@@ -26,7 +26,7 @@ All coordinates handled by this module are fsaverage MRI coordinates
 
 import ctypes
 import ctypes.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import importlib
 import importlib.metadata
 import json
@@ -37,6 +37,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -48,6 +49,7 @@ from scipy.spatial import cKDTree
 from tqdm.auto import tqdm
 
 from . import cache, config
+from .check import check_number, check_option
 
 #: The deep grey-matter structures of the source space (both hemispheres).
 STRUCTURES = ("Thalamus", "Caudate", "Putamen", "Pallidum", "Hippocampus", "Amygdala", "Accumbens")
@@ -462,7 +464,7 @@ def head_mri_trans():
 # --------------------------------------------------------------------------
 
 
-def forward_operator(subjects_dir, src, grade, conductivity, solver):
+def forward_operator(subjects_dir, src, grade, conductivity, solver, info=None):
     """Compute one EEG forward operator on the remeshed template head.
 
     Parameters
@@ -477,6 +479,8 @@ def forward_operator(subjects_dir, src, grade, conductivity, solver):
         Brain, skull and scalp conductivities (S/m).
     solver : ``"openmeeg"`` | ``"mne"``
         BEM implementation.
+    info : mne.Info | None
+        Channels and electrode positions; None: :func:`eeg_info`.
 
     Returns
     -------
@@ -491,7 +495,8 @@ def forward_operator(subjects_dir, src, grade, conductivity, solver):
     )
     bem = mne.make_bem_solution(model, solver=solver, verbose="error")
     fwd = mne.make_forward_solution(
-        eeg_info(), head_mri_trans(), src, bem, eeg=True, meg=False, mindist=0.0, verbose="error"
+        eeg_info() if info is None else info, head_mri_trans(), src, bem, eeg=True, meg=False,
+        mindist=0.0, verbose="error"
     )
     return fwd, model
 
@@ -815,6 +820,118 @@ class HeadModel:
             candidates = candidates[self.compartment == compartment]
         d = np.linalg.norm(self.positions[candidates] - point, axis=1)
         return int(candidates[np.argmin(d)])
+
+
+# --------------------------------------------------------------------------
+# Unseen head models (the generalisation chapter)
+# --------------------------------------------------------------------------
+
+#: Head models that neither the network nor the solvers were built on: each
+#: changes the simulation forward in one or both of two ways.
+UNSEEN_VARIANTS = ("skull", "electrodes", "skull+electrodes")
+
+#: Skull conductivity of the unseen head models (S/m): 2.1 times the inverse
+#: model's 0.006 and 2.5 times the simulation model's 0.005, inside the range
+#: that measurements report (roughly 0.004 to 0.02 S/m; the brain-to-skull
+#: ratio of 15 to 80 discussed by Oostendorp et al. 2000 and later studies).
+UNSEEN_SKULL_S_PER_M = 0.0125
+
+#: How far every electrode is moved, along the scalp in a random direction,
+#: as a cap sits a few millimetres off its nominal positions.
+UNSEEN_SHIFT_MM = 4.0
+
+#: Seeds the electrode displacements.
+UNSEEN_SEED = 31
+
+
+def displaced_info(shift_mm, seed):
+    """:func:`eeg_info` with every electrode moved by ``shift_mm`` in a random tangential direction.
+
+    The direction is drawn per electrode perpendicular to its radius from the
+    head origin; the forward computation then projects the moved electrode
+    onto the scalp, as it does every electrode.
+
+    Parameters
+    ----------
+    shift_mm : float
+        Displacement of every electrode (mm), at least 0.
+    seed : int
+
+    Returns
+    -------
+    info : mne.Info
+    """
+    shift = check_number("shift_mm", shift_mm, 0.0, 50.0) / 1000.0
+    info = eeg_info()
+    rng = np.random.default_rng(seed)
+    for ch in info["chs"]:
+        pos = ch["loc"][:3].copy()
+        radial = pos / np.linalg.norm(pos)
+        step = rng.standard_normal(3)
+        step -= step @ radial * radial
+        ch["loc"][:3] = pos + shift * step / np.linalg.norm(step)
+    return info
+
+
+def unseen_forward(profile, variant, head=None, *, progress=True):
+    """The forward operator of an unseen head model, built once and cached.
+
+    It is the simulation forward's computation (MNE BEM, the same surfaces and
+    grade, the same source space) with the skull conductivity
+    :data:`UNSEEN_SKULL_S_PER_M` (variants with ``"skull"``) and the
+    electrodes moved by :data:`UNSEEN_SHIFT_MM` (variants with
+    ``"electrodes"``). Stored in ``data/<profile>/unseen/<variant>/``.
+
+    Parameters
+    ----------
+    profile : ``"paper"`` | ``"quick"``
+    variant : str
+        One of :data:`UNSEEN_VARIANTS`.
+    head : HeadModel | None
+    progress : bool
+
+    Returns
+    -------
+    fwd : mne.Forward
+    """
+    check_option("variant", variant, UNSEEN_VARIANTS)
+    head = head_for(profile, head, progress=progress)
+    params = _head_model_params(profile, {})
+    conductivity = list(params["conductivity_simulation"])
+    if "skull" in variant:
+        conductivity[1] = UNSEEN_SKULL_S_PER_M
+    shift = UNSEEN_SHIFT_MM if "electrodes" in variant else 0.0
+    settings = dict(head=head.provenance["key"], conductivity=conductivity, shift_mm=shift,
+                    seed=UNSEEN_SEED, grade=params["bem_ico_simulation"],
+                    cache_version=_CACHE_VERSION)
+    folder = config.profile_dir(profile) / "unseen" / variant.replace("+", "_")
+    key = cache.params_key(settings)
+    if not cache.is_valid(folder, key):
+        with cache.build_lock(folder):
+            if not cache.is_valid(folder, key):
+                t0 = time.perf_counter()
+                with cache.ArtifactFolder(folder, key, settings) as art, \
+                        tempfile.TemporaryDirectory() as subjects_dir:
+                    write_fsaverage_subject(subjects_dir)
+                    write_bem_surfaces(bem_surfaces(params["bem_ico_simulation"],
+                                                    params["skull_fraction"],
+                                                    params["skull_max_mm"]), subjects_dir)
+                    fwd, _ = forward_operator(subjects_dir, head.src, params["bem_ico_simulation"],
+                                              conductivity, "mne",
+                                              info=displaced_info(shift, UNSEEN_SEED))
+                    mne.write_forward_solution(art.tmp / "fwd.fif", fwd, verbose="error")
+                    art.provenance["build_seconds"] = round(time.perf_counter() - t0, 1)
+                if progress:
+                    print(f"unseen head model {variant!r}: built in "
+                          f"{time.perf_counter() - t0:.0f} s -> {config.shown_path(folder)}")
+    return mne.read_forward_solution(folder / "fwd.fif", verbose="error")
+
+
+def unseen_head(profile, variant, head=None, *, progress=True):
+    """``head`` with its simulation forward replaced by :func:`unseen_forward`'s."""
+    head = head_for(profile, head, progress=progress)
+    return replace(head, fwd_simulation=unseen_forward(profile, variant, head, progress=progress),
+                   _leadfields={})
 
 
 def source_adjacency(src, rr, compartment, spacing_mm):

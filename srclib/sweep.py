@@ -12,9 +12,9 @@ dask-jobqueue on Slurm), or serially in this process. An interrupted sweep
 therefore resumes where it stopped, a finished one is not recomputed, and a
 task that fails is reported by name with its error while the others finish.
 
-Each worker process loads the head model, the profile's networks and the
-classical solvers' inverse kernels once (:func:`worker_state`), not once per
-task. Tasks run on one thread each (PyTorch and BLAS), in the workers and in
+Each worker process loads the head model, the profile's networks, the
+classical solvers' inverse kernels of each forward operator and each unseen
+head model once (:func:`worker_state`), not once per task. Tasks run on one thread each (PyTorch and BLAS), in the workers and in
 the serial path alike, so a cluster gives the same numbers as a serial run.
 
 We use Dask rather than a process pool of our own because the same code then
@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from . import cache, config, metrics, network, results, solvers
 from .check import check_duration, check_int, check_option, check_radius, check_seed, check_snr
-from .headmodel import load_head_model
+from .headmodel import UNSEEN_VARIANTS, load_head_model, unseen_head
 from .simulation import grow_region, simulate
 
 #: Mixed into the seed of :func:`random_regions`, so that its draws never
@@ -46,7 +46,15 @@ REGION_STREAM = 0x5EED5
 
 #: Columns that describe a task, in the order of the result tables.
 TASK_COLUMNS = ("task", "region", "compartment", "center", "radius_mm", "depth_mm", "snr_db",
-                "seed", "duration_s", "forward")
+                "seed", "duration_s", "forward", "test_head")
+
+#: Head models a task's recording can be simulated with: the book's simulation
+#: forward, or one of the unseen head models (:data:`srclib.headmodel.UNSEEN_VARIANTS`).
+TEST_HEADS = ("simulation",) + UNSEEN_VARIANTS
+
+#: Task settings whose default is left out of the task's name and hash, so
+#: that results stored before the setting existed keep their names.
+_DEFAULTS = dict(forward="inverse", test_head="simulation")
 
 #: Forward operators the classical solvers can invert: the book's inverse
 #: forward, or the simulation forward itself (the inverse-crime control).
@@ -98,7 +106,7 @@ def random_regions(head, n, seed, radius_range_mm=(10.0, 60.0)):
     return table
 
 
-def make_tasks(regions, snrs_db, seeds, duration_s, forward="inverse"):
+def make_tasks(regions, snrs_db, seeds, duration_s, forward="inverse", test_head="simulation"):
     """Every combination of region, SNR and seed, as a list of task dictionaries.
 
     Parameters
@@ -113,6 +121,9 @@ def make_tasks(regions, snrs_db, seeds, duration_s, forward="inverse"):
     forward : ``"inverse"`` | ``"simulation"``
         The forward operator the classical solvers invert (:data:`FORWARDS`);
         ``"simulation"`` is the inverse-crime control. The LSTM is the same.
+    test_head : str
+        The head model that simulates the recording (:data:`TEST_HEADS`):
+        ``"simulation"``, the book's, or an unseen one.
 
     Returns
     -------
@@ -121,6 +132,7 @@ def make_tasks(regions, snrs_db, seeds, duration_s, forward="inverse"):
     """
     duration_s = check_duration(duration_s)
     check_option("forward", forward, FORWARDS)
+    check_option("test_head", test_head, TEST_HEADS)
     tasks = []
     for row in regions.itertuples(index=False):
         for snr in snrs_db:
@@ -128,19 +140,22 @@ def make_tasks(regions, snrs_db, seeds, duration_s, forward="inverse"):
                 tasks.append(dict(region=str(row.region), compartment=str(row.compartment),
                                   center=int(row.center), radius_mm=float(row.radius_mm),
                                   depth_mm=float(row.depth_mm), snr_db=float(snr),
-                                  seed=int(seed), duration_s=duration_s, forward=forward))
+                                  seed=int(seed), duration_s=duration_s, forward=forward,
+                                  test_head=test_head))
     return tasks
 
 
 def task_id(task, context):
     """Name of a task's result: its settings and ``context`` (head model, networks), hashed."""
     settings = {k: task[k] for k in TASK_COLUMNS[1:] if k in task}
-    if settings.get("forward", "inverse") == "inverse":
-        settings.pop("forward", None)  # the default: names from before the control are kept
+    for name, default in _DEFAULTS.items():
+        if settings.get(name, default) == default:
+            settings.pop(name, None)
     text = json.dumps(dict(task=settings, context=context, version=_CACHE_VERSION),
                       sort_keys=True)
     crime = "_simfwd" if settings.get("forward") == "simulation" else ""
-    return f"{task['region']}_snr{task['snr_db']:g}_seed{task['seed']}{crime}_" \
+    unseen = f"_{settings['test_head'].replace('+', '_')}" if "test_head" in settings else ""
+    return f"{task['region']}_snr{task['snr_db']:g}_seed{task['seed']}{crime}{unseen}_" \
            f"{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
@@ -167,6 +182,17 @@ def worker_state(profile):
         _STATE.update(profile=profile, head=head, kernels={},
                       models=network.load_models(profile, head=head, progress=False))
     return _STATE
+
+
+def _test_head(state, test_head):
+    """The head model that simulates a task's recording, loaded once per process."""
+    if test_head == "simulation":
+        return state["head"]
+    heads = state.setdefault("test_heads", {})
+    if test_head not in heads:
+        heads[test_head] = unseen_head(state["profile"], test_head, state["head"],
+                                       progress=False)
+    return heads[test_head]
 
 
 def _kernels_for(state, forward):
@@ -199,7 +225,9 @@ def run_task(task, profile):
     try:
         with threadpool_limits(1):
             c = grow_region(head, center, task["radius_mm"])
-            eeg = simulate(head, c, center, n_times, snr_db, np.random.default_rng(seed))
+            source = _test_head(state, check_option(
+                "test_head", task.get("test_head", "simulation"), TEST_HEADS))
+            eeg = simulate(source, c, center, n_times, snr_db, np.random.default_rng(seed))
             kernels = _kernels_for(state, check_option(
                 "forward", task.get("forward", "inverse"), FORWARDS))
             per_window, _, _ = results.evaluate_recording(
@@ -209,7 +237,7 @@ def run_task(task, profile):
         torch.set_num_threads(threads)
     scores = metrics.summarize(per_window).reset_index()
     for k, column in enumerate(TASK_COLUMNS):
-        scores.insert(k, column, task.get(column, "inverse" if column == "forward" else None))
+        scores.insert(k, column, task.get(column, _DEFAULTS.get(column)))
     return scores
 
 
@@ -280,10 +308,11 @@ def run_sweep(tasks, profile, *, scheduler=None, n_workers=2, progress=True):
 
 
 def _read_task(path):
-    """One stored task's rows (stored before the control, they invert the inverse forward)."""
+    """One stored task's rows; settings added later take their defaults (:data:`_DEFAULTS`)."""
     scores = pd.read_csv(path)
-    if "forward" not in scores:
-        scores.insert(TASK_COLUMNS.index("forward"), "forward", "inverse")
+    for name, default in _DEFAULTS.items():
+        if name not in scores:
+            scores.insert(TASK_COLUMNS.index(name), name, default)
     return scores
 
 

@@ -122,6 +122,8 @@ def test_inverse_crime_tasks_are_named_apart_and_checked(head):
     old = {k: v for k, v in usual[0].items() if k != "forward"}  # stored before the control
     assert sweep.task_id(usual[0], context) == sweep.task_id(old, context)
     assert "_simfwd_" in sweep.task_id(crime[0], context)
+    unseen = sweep.make_tasks(regions, [10.0], [5], 1.0, test_head="skull+electrodes")
+    assert "_skull_electrodes_" in sweep.task_id(unseen[0], context)
     assert sweep.task_id(crime[0], context) != sweep.task_id(usual[0], context)
     with pytest.raises(ValueError, match="forward must be one of"):
         sweep.make_tasks(regions, [10.0], [5], 1.0, forward="perfect")
@@ -138,3 +140,38 @@ def test_inverse_crime_changes_the_solvers_not_the_lstm(tasks):
         assert a.loc[reference, "MLE_mm"] == b.loc[reference, "MLE_mm"]
     assert (a.loc["MNE", ["MLE_mm", "AUC_close", "PAS_mm"]]
             != b.loc["MNE", ["MLE_mm", "AUC_close", "PAS_mm"]]).any()
+    # Another head model simulates another recording: every method sees other data.
+    unseen = sweep.run_task(dict(usual, task="unseen", test_head="skull"), "quick")
+    assert set(unseen["test_head"]) == {"skull"}
+    unseen = unseen.set_index("method")
+    for method in ("LSTM", "MNE"):
+        assert (unseen.loc[method, ["AUC_close", "AUC_far", "PAS_mm"]]
+                != a.loc[method, ["AUC_close", "AUC_far", "PAS_mm"]]).any()
+
+
+def test_unseen_head_models_differ_by_the_stated_amounts(head):
+    from srclib import headmodel
+
+    before = np.array([ch["loc"][:3] for ch in head.fwd_simulation["info"]["chs"]])
+    gain = head.leadfield("simulation", reference="average")
+    for variant in headmodel.UNSEEN_VARIANTS:
+        fwd = headmodel.unseen_forward("quick", variant, head, progress=False)
+        moved = np.array([ch["loc"][:3] for ch in fwd["info"]["chs"]])
+        shift = 1000 * np.linalg.norm(moved - before, axis=1)
+        expected = headmodel.UNSEEN_SHIFT_MM if "electrodes" in variant else 0.0
+        assert np.allclose(shift, expected, atol=1e-6)
+        bem = headmodel.cache.read_provenance(
+            headmodel.config.profile_dir("quick") / "unseen" / variant.replace("+", "_"))
+        skull = headmodel.UNSEEN_SKULL_S_PER_M if "skull" in variant else 0.0050
+        assert bem["conductivity"] == [0.33, skull, 0.33]
+        other = headmodel.unseen_head("quick", variant, head, progress=False)
+        assert other.fwd_inverse is head.fwd_inverse  # the solvers' model is untouched
+        moved_gain = other.leadfield("simulation", reference="average")
+        # Other topographies, not only another scale: they differ after the best scaling.
+        scale = np.sum(gain * moved_gain) / np.sum(moved_gain**2)
+        assert np.linalg.norm(gain - scale * moved_gain) > 0.01 * np.linalg.norm(gain)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        headmodel.unseen_forward("quick", "thicker skull", head)
+    with pytest.raises(ValueError, match="test_head must be one of"):
+        sweep.make_tasks(sweep.random_regions(head, 2, seed=3), [10.0], [5], 1.0,
+                         test_head="unseen")
