@@ -101,8 +101,12 @@ _PAPER = {
         # stratified by depth), drawn from their own seed stream; each scored on
         # one recording of duration_s (60 windows) at snr_db, and a subset of
         # n_snr_regions of them (evenly spread over the table) at every SNR of
-        # snrs_db. About 8 s per task on one core: 100 + 16 x 5 tasks take
-        # about 12 min on two workers.
+        # snrs_db; the same subset for the inverse-crime control and the three
+        # unseen head models, and regions A-D at every SNR: 268 tasks. A task
+        # takes about 7.6 s on one idle core and about 6 s per task on two
+        # workers (the two cores gave 1.25x), so the first build of the page
+        # takes about 35 min with the unseen forwards (2 min each); later
+        # builds read the stored tasks back.
         "n_regions": 100,
         "region_seed": 2026,
         "radius_range_mm": [10.0, 60.0],

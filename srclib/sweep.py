@@ -14,8 +14,9 @@ task that fails is reported by name with its error while the others finish.
 
 Each worker process loads the head model, the profile's networks, the
 classical solvers' inverse kernels of each forward operator and each unseen
-head model once (:func:`worker_state`), not once per task. Tasks run on one thread each (PyTorch and BLAS), in the workers and in
-the serial path alike, so a cluster gives the same numbers as a serial run.
+head model once (:func:`worker_state`), not once per task. Tasks run on one
+thread each (PyTorch and BLAS), in the workers and in the serial path alike,
+so a cluster gives the same numbers as a serial run.
 
 We use Dask rather than a process pool of our own because the same code then
 runs unchanged from two cores to a cluster, with its dashboard, its handling
@@ -196,6 +197,7 @@ def _test_head(state, test_head):
 
 
 def _kernels_for(state, forward):
+    """The solver kernels of one forward operator, computed once per process."""
     if forward not in state["kernels"]:
         with threadpool_limits(1):
             state["kernels"][forward] = results.solver_kernels(state["head"], forward=forward)
