@@ -221,20 +221,20 @@ def run_task(task, profile):
     center = int(task["center"])
     check_option("compartment", task["compartment"], (str(head.compartment[center]),))
     snr_db, seed = check_snr(task["snr_db"]), check_seed(task["seed"])
+    forward = check_option("forward", task.get("forward", _DEFAULTS["forward"]), FORWARDS)
+    test_head = check_option("test_head", task.get("test_head", _DEFAULTS["test_head"]),
+                             TEST_HEADS)
     n_times = int(round(check_duration(task["duration_s"]) * config.SFREQ))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with threadpool_limits(1):
             c = grow_region(head, center, task["radius_mm"])
-            source = _test_head(state, check_option(
-                "test_head", task.get("test_head", "simulation"), TEST_HEADS))
-            eeg = simulate(source, c, center, n_times, snr_db, np.random.default_rng(seed))
-            kernels = _kernels_for(state, check_option(
-                "forward", task.get("forward", "inverse"), FORWARDS))
+            eeg = simulate(_test_head(state, test_head), c, center, n_times, snr_db,
+                           np.random.default_rng(seed))
             per_window, _, _ = results.evaluate_recording(
-                head, state["models"], eeg, c, center, kernels=kernels, seed=seed,
-                progress=False)
+                head, state["models"], eeg, c, center, kernels=_kernels_for(state, forward),
+                seed=seed, progress=False)
     finally:
         torch.set_num_threads(threads)
     scores = metrics.summarize(per_window).reset_index()
