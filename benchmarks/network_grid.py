@@ -59,11 +59,22 @@ GRIDS = {
         dict(name="book, 12800 steps", **BOOK, n_steps=12800),
         dict(name="book, 6400 steps, output bias 0", **BOOK, n_steps=6400, prior_bias=False),
     ],
+    # Two CPU cores: the output layer through 256 linear units (three times
+    # cheaper steps), trained on the paper profile's own training set
+    # (--windows book); the stored network of the book is scored beside them.
+    "cpu": [
+        dict(name="book, rank-256 output, batch 128, 6400 steps", **BOOK, out_rank=256,
+             batch_size=128, n_steps=6400),
+        dict(name="the book's first network, as stored at the time", stored=True),
+        dict(name="book, rank-256 output, 1600 steps", **BOOK, out_rank=256, n_steps=1600),
+    ],
     "smoke": [
         dict(name="tiny", embed_dim=8, hidden_dim=8, fc_dims=[16, 16, 16], n_steps=4,
              n_train=200),
         dict(name="tiny, gaussian r/2", embed_dim=8, hidden_dim=8, fc_dims=[16, 16, 16],
              n_steps=4, n_train=100, shape="gaussian"),
+        dict(name="tiny, rank-4 output", embed_dim=8, hidden_dim=8, fc_dims=[16, 16, 16],
+             out_rank=4, n_steps=4, n_train=100),
     ],
 }
 
@@ -75,6 +86,9 @@ def parse_args(argv=None):
     p.add_argument("--n-train", type=int, default=40_000,
                    help="distinct training windows of a configuration that names none")
     p.add_argument("--n-heldout", type=int, default=2000)
+    p.add_argument("--windows", default="sampler", choices=["sampler", "book"],
+                   help="training windows: fresh from the sampler (seed 1), or the "
+                        "profile's stored training set (its own seed and size)")
     p.add_argument("--budget-s", type=float, default=float("inf"),
                    help="start no configuration expected to end after this many seconds")
     p.add_argument("--n-jobs", type=int, default=None, help="sampler processes")
@@ -99,17 +113,24 @@ def heldout_medians(model, X, meta, positions):
 class Data:
     """Training and held-out windows per profile shape, simulated once each."""
 
-    def __init__(self, head, shape_default, n_train, n_heldout, n_jobs):
+    def __init__(self, head, shape_default, n_train, n_heldout, n_jobs, book=None):
         self.head, self.default = head, shape_default
         self.n_train, self.n_heldout, self.n_jobs = n_train, n_heldout, n_jobs
+        self.book = book  # profile whose stored training set replaces the sampler's
         self.sets, self.seconds = {}, {}
 
     def get(self, shape):
         if shape not in self.sets:
             t0 = time.perf_counter()
-            train = sampler.training_set(
-                self.head, self.n_train, np.random.default_rng(TRAIN_SEED),
-                profile_shape=shape, n_jobs=self.n_jobs, progress=False)
+            if self.book is not None:
+                if shape != self.default:
+                    raise ValueError("--windows book holds the profile's shape only")
+                X, Y, _ = sampler.load_training_set(self.book, self.head, progress=False)
+                train = X[: self.n_train], Y[: self.n_train]
+            else:
+                train = sampler.training_set(
+                    self.head, self.n_train, np.random.default_rng(TRAIN_SEED),
+                    profile_shape=shape, n_jobs=self.n_jobs, progress=False)
             held = sampler.training_set(
                 self.head, self.n_heldout, np.random.default_rng(HELDOUT_SEED),
                 snr_range_db=(10.0, 10.0), profile_shape=shape, n_jobs=self.n_jobs,
@@ -123,10 +144,21 @@ def run_one(cfg, data, params, device):
     """Train one configuration; return its report."""
     shape = cfg.get("shape", data.default)
     (X, Y), (Xh, _, meta) = data.get(shape)
-    n = cfg.get("n_train", data.n_train)
+    if cfg.get("stored"):
+        model = network.load_model(data.book or "paper", head=data.head, progress=False)
+        trained = model.card["training"]
+        return dict(cfg, **model.architecture, shape=shape, n_parameters=model.n_parameters,
+                    n_train=trained["n_windows"], batch_size=trained["batch_size"],
+                    n_steps=trained["n_steps"], steps=trained["steps"],
+                    training_s=trained["seconds"],
+                    s_per_step=round(trained["seconds"] / max(trained["steps"], 1), 4),
+                    device_name=model.card["hardware"]["device"],
+                    **heldout_medians(model, Xh, meta, data.head.positions))
+    n = min(cfg.get("n_train", data.n_train), len(X))
     torch.manual_seed(params["seed"])
     model = network.SourceLSTM(data.head.n_dipoles, cfg["embed_dim"], cfg["hidden_dim"],
-                               cfg["fc_dims"], dropout=params["dropout"])
+                               cfg["fc_dims"], dropout=params["dropout"],
+                               out_rank=cfg.get("out_rank"))
     result = network.train(
         model, X[:n], Y[:n], n_steps=cfg["n_steps"],
         batch_size=cfg.get("batch_size", params["batch_size"]),
@@ -164,18 +196,19 @@ def main(argv=None):
         head = load_head_model(args.profile, progress=False)
     params = config.get_params(args.profile, "network")
     shape = config.get_params(args.profile, "simulation")["profile_shape"]
-    data = Data(head, shape, args.n_train, args.n_heldout, args.n_jobs or os.cpu_count())
+    data = Data(head, shape, args.n_train, args.n_heldout, args.n_jobs or os.cpu_count(),
+                book=args.profile if args.windows == "book" else None)
     device = network.device_for_training()
     per_step = {}  # measured seconds per step, by network size
     for cfg in GRIDS[args.grid]:
-        size = (cfg["embed_dim"], cfg["hidden_dim"], tuple(cfg["fc_dims"]),
-                cfg.get("batch_size"))
-        expected = per_step.get(size, 0.0) * cfg["n_steps"]
+        size = (cfg.get("embed_dim"), cfg.get("hidden_dim"), tuple(cfg.get("fc_dims", ())),
+                cfg.get("batch_size"), cfg.get("out_rank"))
+        expected = per_step.get(size, 0.0) * cfg.get("n_steps", 0)
         if time.perf_counter() - t_start + expected > args.budget_s:
             print(f"budget: skipping {cfg['name']!r} (about {expected:.0f} s)", flush=True)
             continue
         report = run_one(cfg, data, params, device)
-        per_step[size] = report["s_per_step"]
+        per_step[size] = report.get("s_per_step", 0.0)
         with open(args.out, "a") as fid:
             fid.write(json.dumps(report) + "\n")
         print(json.dumps({k: v for k, v in report.items() if k != "val_by_epoch"}), flush=True)

@@ -827,8 +827,10 @@ class HeadModel:
 # --------------------------------------------------------------------------
 
 #: Head models that neither the network nor the solvers were built on: each
-#: changes the simulation forward in one or both of two ways.
-UNSEEN_VARIANTS = ("skull", "electrodes", "skull+electrodes")
+#: changes the simulation model in one or more of three ways (the skull's
+#: conductivity, the electrodes' positions, the sources' positions).
+UNSEEN_VARIANTS = ("skull", "electrodes", "skull+electrodes", "sources",
+                   "skull+electrodes+sources")
 
 #: Skull conductivity of the unseen head models (S/m): 2.1 times the inverse
 #: model's 0.006 and 2.5 times the simulation model's 0.005, inside the range
@@ -840,8 +842,75 @@ UNSEEN_SKULL_S_PER_M = 0.0125
 #: as a cap sits a few millimetres off its nominal positions.
 UNSEEN_SHIFT_MM = 4.0
 
-#: Seeds the electrode displacements.
+#: Seeds the electrode displacements and the choice of each cortical
+#: dipole's new vertex (:func:`displaced_sources`).
 UNSEEN_SEED = 31
+
+
+def displaced_sources(head, seed=UNSEEN_SEED):
+    """Every dipole of the source space moved off the book's grid, one for one.
+
+    A cortical dipole moves to a vertex of the same template white surface
+    that the book's source space does not use, drawn among its mesh
+    neighbours (the nearest unused vertex where all neighbours are used), and
+    takes that vertex's normal; a deep dipole moves to the centre of a cube
+    of the deep grid (half a spacing along each axis), the point farthest
+    from every grid node. No simulated source then lies where the network was
+    trained or where the solvers place their dipoles. The density of sources
+    stays that of the book's grid, so that a region and the background keep
+    the balance of power they have in training (a finer grid would change
+    it: a region's synchronised sources add coherently, the background's
+    independently).
+
+    Parameters
+    ----------
+    head : HeadModel
+    seed : int
+        Seeds the choice among a vertex's unused neighbours.
+
+    Returns
+    -------
+    positions : ndarray, shape (N, 3)
+        New positions (fsaverage MRI coordinates, metres), in the order of
+        ``head.positions``: dipole ``i`` moved is row ``i``.
+    normals : ndarray, shape (N, 3)
+        Cortical normals at the new vertices; zero for deep dipoles.
+    """
+    rng = np.random.default_rng(seed)
+    positions, normals = head.positions.copy(), head.normals.copy()
+    start = 0
+    for hemi in head.src[:2]:
+        used = hemi["vertno"]
+        free = np.flatnonzero(hemi["inuse"] == 0)
+        tree = cKDTree(hemi["rr"][free])
+        tris = hemi["tris"]
+        edges = sparse.coo_matrix(
+            (np.ones(3 * len(tris)), (tris.ravel(), np.roll(tris, 1, axis=1).ravel())),
+            shape=(hemi["np"], hemi["np"])).tocsr()
+        edges = edges + edges.T
+        for k, vertex in enumerate(used):
+            candidates = edges.indices[edges.indptr[vertex]:edges.indptr[vertex + 1]]
+            candidates = candidates[hemi["inuse"][candidates] == 0]
+            new = (rng.choice(candidates) if len(candidates)
+                   else free[tree.query(hemi["rr"][vertex])[1]])
+            positions[start + k] = hemi["rr"][new]
+            normals[start + k] = hemi["nn"][new]
+        start += len(used)
+    spacing = head.provenance["params"]["subcortical_spacing_mm"] / 1000.0
+    positions[~head.is_cortical] += spacing / 2.0
+    return positions, normals
+
+
+def _displaced_source_space(head, subjects_dir):
+    """A discrete source space at :func:`displaced_sources`'s positions."""
+    positions, normals = displaced_sources(head)
+    src = mne.setup_volume_source_space(
+        "fsaverage", pos=dict(rr=positions, nn=np.where(
+            head.is_cortical[:, None], normals, [0.0, 0.0, 1.0])),
+        subjects_dir=subjects_dir, sphere=(0.0, 0.0, 0.0, 1000.0), verbose="error")
+    if src[0]["nuse"] != head.n_dipoles:
+        raise RuntimeError(f"{head.n_dipoles - src[0]['nuse']} displaced sources were dropped")
+    return src
 
 
 def displaced_info(shift_mm, seed):
@@ -880,7 +949,9 @@ def unseen_forward(profile, variant, head=None, *, progress=True):
     grade, the same source space) with the skull conductivity
     :data:`UNSEEN_SKULL_S_PER_M` (variants with ``"skull"``) and the
     electrodes moved by :data:`UNSEEN_SHIFT_MM` (variants with
-    ``"electrodes"``). Stored in ``data/<profile>/unseen/<variant>/``.
+    ``"electrodes"``), computed at the displaced sources of
+    :func:`displaced_sources` (variants with ``"sources"``) or at the book's
+    dipoles. Stored in ``data/<profile>/unseen/<variant>/``.
 
     Parameters
     ----------
@@ -904,6 +975,8 @@ def unseen_forward(profile, variant, head=None, *, progress=True):
     settings = dict(head=head.provenance["key"], conductivity=conductivity, shift_mm=shift,
                     seed=UNSEEN_SEED, grade=params["bem_ico_simulation"],
                     cache_version=_CACHE_VERSION)
+    if "sources" in variant:  # (absent otherwise, so that stored forwards keep their key)
+        settings["displaced_sources"] = True
     folder = config.profile_dir(profile) / "unseen" / variant.replace("+", "_")
     key = cache.params_key(settings)
     if not cache.is_valid(folder, key):
@@ -916,9 +989,13 @@ def unseen_forward(profile, variant, head=None, *, progress=True):
                     write_bem_surfaces(bem_surfaces(params["bem_ico_simulation"],
                                                     params["skull_fraction"],
                                                     params["skull_max_mm"]), subjects_dir)
-                    fwd, _ = forward_operator(subjects_dir, head.src, params["bem_ico_simulation"],
+                    src = (_displaced_source_space(head, subjects_dir) if "sources" in variant
+                           else head.src)
+                    fwd, _ = forward_operator(subjects_dir, src, params["bem_ico_simulation"],
                                               conductivity, "mne",
                                               info=displaced_info(shift, UNSEEN_SEED))
+                    if fwd["nsource"] != head.n_dipoles:
+                        raise RuntimeError(f"the {variant!r} forward lost sources")
                     mne.write_forward_solution(art.tmp / "fwd.fif", fwd, verbose="error")
                     art.provenance["build_seconds"] = round(time.perf_counter() - t0, 1)
                 if progress:
@@ -928,10 +1005,19 @@ def unseen_forward(profile, variant, head=None, *, progress=True):
 
 
 def unseen_head(profile, variant, head=None, *, progress=True):
-    """``head`` with its simulation forward replaced by :func:`unseen_forward`'s."""
+    """``head`` with its simulation forward replaced by :func:`unseen_forward`'s.
+
+    For the variants with ``"sources"`` the positions and normals are those of
+    :func:`displaced_sources` as well (dipole ``i`` of the result is dipole
+    ``i`` of ``head``, moved); the inverse forward, the adjacency and the
+    compartments stay the book's.
+    """
     head = head_for(profile, head, progress=progress)
+    moved = {}
+    if "sources" in check_option("variant", variant, UNSEEN_VARIANTS):
+        moved["positions"], moved["normals"] = displaced_sources(head)
     return replace(head, fwd_simulation=unseen_forward(profile, variant, head, progress=progress),
-                   _leadfields={})
+                   _leadfields={}, **moved)
 
 
 def source_adjacency(src, rr, compartment, spacing_mm):

@@ -9,7 +9,8 @@ The network maps one window of EEG (50 samples x 64 channels, 0.2 s at
 3. a unidirectional LSTM reads the 50 embedded samples in order;
 4. its last hidden state passes three fully connected ReLU layers of
    increasing width (with dropout during training);
-5. a linear layer and a sigmoid give one coefficient per dipole.
+5. a linear layer and a sigmoid give one coefficient per dipole (the
+   layer's weight matrix factored through ``out_rank`` units where set).
 
 Training minimises the binary cross-entropy between the sigmoid outputs and
 the simulator's coefficients c (soft targets), with AdamW (Adam with
@@ -78,16 +79,28 @@ class SourceLSTM(nn.Module):
         Multiply each average-referenced window by a fixed spatial whitening
         matrix (the buffer ``whitener``, learnt from the training windows by
         :func:`fit_whitener` when training starts) before the embedding.
+    out_rank : int | None
+        Parametrise the output layer's weight matrix (N x last width) as the
+        product of two matrices through ``out_rank`` linear units (no bias,
+        no nonlinearity between them): the same linear map from the last
+        hidden layer to the N logits, limited to rank ``out_rank``. With the
+        paper profile's 9753 dipoles this holds a third of the parameters
+        and makes an optimiser step on two CPU cores about three times
+        cheaper (benchmarks/network_runs.md). None: one full matrix.
     """
 
     def __init__(self, n_dipoles, embed_dim=128, hidden_dim=256, fc_dims=(512, 1024, 2048),
-                 n_channels=N_CHANNELS, dropout=0.0, whiten=False):
+                 n_channels=N_CHANNELS, dropout=0.0, whiten=False, out_rank=None):
         super().__init__()
         self.architecture = dict(
             n_dipoles=int(n_dipoles), embed_dim=int(embed_dim), hidden_dim=int(hidden_dim),
             fc_dims=[int(d) for d in fc_dims], n_channels=int(n_channels), dropout=float(dropout),
             whiten=bool(whiten),
         )
+        if out_rank is not None:
+            # Recorded only when used, so that the identity (results.model_digest)
+            # of a network with a full output matrix is what it was before.
+            self.architecture["out_rank"] = check_int("out_rank", out_rank, 1)
         if whiten:
             self.register_buffer("whitener", torch.eye(n_channels))
         self.embed = nn.Linear(n_channels, embed_dim)
@@ -99,6 +112,10 @@ class SourceLSTM(nn.Module):
                 layers.append(nn.Dropout(dropout))
             width = dim
         self.fc = nn.Sequential(*layers)
+        self.bottleneck = None
+        if out_rank is not None:
+            self.bottleneck = nn.Linear(width, out_rank, bias=False)
+            width = out_rank
         self.out = nn.Linear(width, n_dipoles)
         self.vertices = None  # source-space vertices, set by load_model (for MNE output)
 
@@ -110,7 +127,10 @@ class SourceLSTM(nn.Module):
         x = x / x.flatten(1).std(dim=1).clamp_min(1e-30)[:, None, None]
         h = self.embed(x.transpose(1, 2))
         _, (last, _) = self.lstm(h)
-        return self.out(self.fc(last[-1]))
+        h = self.fc(last[-1])
+        if self.bottleneck is not None:
+            h = self.bottleneck(h)
+        return self.out(h)
 
     @property
     def n_parameters(self):
@@ -625,7 +645,7 @@ def _train_and_save(profile, head, training, params, key, folder, progress):
     torch.manual_seed(params["seed"])
     model = SourceLSTM(head.n_dipoles, params["embed_dim"], params["hidden_dim"],
                        params["fc_dims"], dropout=params["dropout"],
-                       whiten=params["whiten"])
+                       whiten=params["whiten"], out_rank=params.get("out_rank"))
     partial = config.profile_dir(profile) / f"model-{key}.partial"
     partial.mkdir(exist_ok=True)
     device = device_for_training()

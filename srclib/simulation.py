@@ -126,6 +126,45 @@ def grow_region(head, center, radius_mm, shape=None):
     return c
 
 
+def displaced_region(moved, c, center, radius_mm, shape=None):
+    """A region's coefficients over moved dipoles (the off-grid test head).
+
+    ``moved`` holds the book's dipoles one for one at other positions
+    (:func:`srclib.headmodel.unseen_head` with displaced sources). The
+    region keeps its members (the dipoles of ``c`` that are positive) where
+    they still lie within the radius of the moved centre, and each member's
+    coefficient is the profile at its new distance from it, so the centre
+    keeps ``c = 1``.
+
+    Parameters
+    ----------
+    moved : HeadModel
+        Same dipoles as the head ``c`` was grown on, moved.
+    c : ndarray, shape (N,)
+        The region on the book's grid (:func:`grow_region`).
+    center : int
+        Its centre dipole.
+    radius_mm : float
+    shape : str | None
+        As for :func:`grow_region`.
+
+    Returns
+    -------
+    c_moved : ndarray, shape (N,)
+    """
+    center = check_center(moved, center)
+    radius = check_radius(radius_mm) / 1000.0
+    shape = default_profile_shape(moved) if shape is None else shape
+    c = np.asarray(c, float)
+    if c.shape != (moved.n_dipoles,) or not np.isclose(c[center], 1.0):
+        raise ValueError("c must have one coefficient per dipole and equal 1 at the centre")
+    dist = np.linalg.norm(moved.positions - moved.positions[center], axis=1)
+    keep = (c > 0) & (dist <= radius)
+    out = np.zeros(moved.n_dipoles)
+    out[keep] = profile_coefficients(dist[keep], radius, shape)
+    return out
+
+
 def membership_centre(head, c):
     """The member of a region whose farthest fellow member is nearest (Chebyshev centre).
 

@@ -37,6 +37,35 @@ def test_shapes_range_and_parameter_count():
     assert model.n_parameters == expected
 
 
+def test_low_rank_output_is_one_linear_map_of_limited_rank():
+    torch.manual_seed(0)
+    model = network.SourceLSTM(30, 16, 32, (32, 64, 96), out_rank=4)
+    assert model.architecture["out_rank"] == 4
+    assert "out_rank" not in _model().architecture  # full networks keep their identity
+    full = _model()
+    assert model.n_parameters == full.n_parameters - (96 * 30) + (96 * 4 + 4 * 30)
+    # The two matrices act as one weight of rank 4 with the output bias.
+    X, Y = _data(n=6)
+    network.train(model, X, Y, n_steps=2, batch_size=4, validation_fraction=0.25,
+                  progress=False)
+    weight = model.out.weight @ model.bottleneck.weight  # (30, 96)
+    assert torch.linalg.matrix_rank(weight) == 4
+    model.eval()
+    with torch.no_grad():
+        x = torch.as_tensor(X[:3])
+        x = x - x.mean(dim=1, keepdim=True)
+        x = x / x.flatten(1).std(dim=1)[:, None, None]
+        _, (last, _) = model.lstm(model.embed(x.transpose(1, 2)))
+        logits = model.fc(last[-1]) @ weight.T + model.out.bias
+        assert torch.allclose(model(torch.as_tensor(X[:3])), logits, atol=1e-5)
+    # Rebuilt from its architecture (as load_model does), it predicts the same.
+    again = network.SourceLSTM(**model.architecture)
+    again.load_state_dict(model.state_dict())
+    assert np.allclose(network.predict(again, X), network.predict(model, X))
+    with pytest.raises(ValueError, match="out_rank"):
+        network.SourceLSTM(30, 16, 32, (32, 64, 96), out_rank=0)
+
+
 def test_windows_of_cuts_consecutive_windows_in_time_order():
     eeg = np.arange(3 * 130).reshape(3, 130)
     windows = network.windows_of(eeg, window=50)

@@ -149,6 +149,30 @@ def test_membership_centre_is_the_chebyshev_centre(head, rng, compartment):
         assert reach.min() <= reach[members == center][0] <= 0.030 + 1e-9
 
 
+def test_displaced_region_keeps_members_and_profile(head):
+    from dataclasses import replace
+
+    center = int(np.flatnonzero(head.is_cortical)[10])
+    c = sim.grow_region(head, center, 30.0, shape="linear")
+    # Every dipole moved 2 mm along x: the region is the same, each distance
+    # from the (moved) centre as well.
+    moved = replace(head, positions=head.positions + [0.002, 0.0, 0.0], _leadfields={})
+    assert np.allclose(sim.displaced_region(moved, c, center, 30.0, shape="linear"), c)
+    # Moving the centre alone: members keep their membership where within the
+    # radius, and take the profile at their new distance.
+    positions = head.positions.copy()
+    positions[center] += [0.004, 0.0, 0.0]
+    moved = replace(head, positions=positions, _leadfields={})
+    c_moved = sim.displaced_region(moved, c, center, 30.0, shape="linear")
+    assert c_moved[center] == 1.0 and np.all(c_moved[c == 0] == 0)
+    dist = 1000 * np.linalg.norm(positions - positions[center], axis=1)
+    inside = (c > 0) & (dist <= 30.0)
+    assert np.allclose(c_moved[inside], 1 - dist[inside] / 30.0)
+    assert np.all(c_moved[(c > 0) & ~inside] == 0) and (~inside & (c > 0)).any()
+    with pytest.raises(ValueError, match="equal 1 at the centre"):
+        sim.displaced_region(moved, c, center + 1, 30.0)
+
+
 def test_region_hemispheres(head):
     left_ctx = int(np.flatnonzero(head.structure == "ctx-lh")[0])
     c = sim.grow_region(head, left_ctx, 200.0)

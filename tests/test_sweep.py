@@ -141,12 +141,15 @@ def test_inverse_crime_changes_the_solvers_not_the_lstm(tasks):
     assert (a.loc["MNE", ["MLE_mm", "AUC_close", "PAS_mm"]]
             != b.loc["MNE", ["MLE_mm", "AUC_close", "PAS_mm"]]).any()
     # Another head model simulates another recording: every method sees other data.
-    unseen = sweep.run_task(dict(usual, task="unseen", test_head="skull"), "quick")
-    assert set(unseen["test_head"]) == {"skull"}
-    unseen = unseen.set_index("method")
-    for method in ("LSTM", "MNE"):
-        assert (unseen.loc[method, ["AUC_close", "AUC_far", "PAS_mm"]]
-                != a.loc[method, ["AUC_close", "AUC_far", "PAS_mm"]]).any()
+    for variant in ("skull", "sources"):
+        unseen = sweep.run_task(dict(usual, task="unseen", test_head=variant), "quick")
+        assert set(unseen["test_head"]) == {variant}
+        unseen = unseen.set_index("method")
+        for method in ("LSTM", "MNE"):
+            assert (unseen.loc[method, ["AUC_close", "AUC_far", "PAS_mm"]]
+                    != a.loc[method, ["AUC_close", "AUC_far", "PAS_mm"]]).any()
+        # The references are scored against the region on the book's grid.
+        assert unseen.loc["Perfect", "MLE_mm"] == a.loc["Perfect", "MLE_mm"]
 
 
 def test_unseen_head_models_differ_by_the_stated_amounts(head):
@@ -166,6 +169,19 @@ def test_unseen_head_models_differ_by_the_stated_amounts(head):
         assert bem["conductivity"] == [0.33, skull, 0.33]
         other = headmodel.unseen_head("quick", variant, head, progress=False)
         assert other.fwd_inverse is head.fwd_inverse  # the solvers' model is untouched
+        # The forward is computed where the head's dipoles now are.
+        computed = np.concatenate([s["rr"][s["vertno"]] for s in fwd["src"]])
+        at = headmodel.mne.transforms.apply_trans(fwd["mri_head_t"]["trans"], other.positions)
+        assert np.allclose(computed, at, atol=1e-6)
+        moved = 1000 * np.linalg.norm(other.positions - head.positions, axis=1)
+        if "sources" in variant:
+            # Deep: to the centre of a grid cube; cortex: to a vertex the book does not use.
+            spacing = head.provenance["params"]["subcortical_spacing_mm"]
+            assert np.allclose(moved[~head.is_cortical], spacing * np.sqrt(3) / 2)
+            assert moved[head.is_cortical].min() > 0.5 and np.median(moved) < spacing
+            assert np.allclose(np.linalg.norm(other.normals[head.is_cortical], axis=1), 1)
+        else:
+            assert moved.max() == 0
         moved_gain = other.leadfield("simulation", reference="average")
         # Other topographies, not only another scale: they differ after the best scaling.
         scale = np.sum(gain * moved_gain) / np.sum(moved_gain**2)
