@@ -83,10 +83,11 @@ class SourceLSTM(nn.Module):
         Parametrise the output layer's weight matrix (N x last width) as the
         product of two matrices through ``out_rank`` linear units (no bias,
         no nonlinearity between them): the same linear map from the last
-        hidden layer to the N logits, limited to rank ``out_rank``. With the
-        paper profile's 9753 dipoles this holds a third of the parameters
-        and makes an optimiser step on two CPU cores about three times
-        cheaper (benchmarks/network_runs.md). None: one full matrix.
+        hidden layer to the N logits, limited to rank ``out_rank``. In the
+        paper profile (9751 dipoles, ``out_rank=256``) the whole network then
+        has a third of the parameters (3.6 M instead of 10.8 M), and an
+        optimiser step on two CPU cores costs about a third as much
+        (benchmarks/network_runs.md). None: one full matrix.
     """
 
     def __init__(self, n_dipoles, embed_dim=128, hidden_dim=256, fc_dims=(512, 1024, 2048),
