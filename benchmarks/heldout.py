@@ -86,7 +86,8 @@ def main(argv=None):
             params[name] = getattr(args, name)
     torch.manual_seed(params["seed"])
     model = network.SourceLSTM(head.n_dipoles, params["embed_dim"], params["hidden_dim"],
-                               params["fc_dims"], dropout=params["dropout"], whiten=args.whiten)
+                               params["fc_dims"], dropout=params["dropout"], whiten=args.whiten,
+                               out_rank=params.get("out_rank"))
     localise = args.select == "localisation"
     result = network.train(
         model, X, Y, n_steps=args.n_steps,

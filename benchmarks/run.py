@@ -171,7 +171,7 @@ benchmark("training_contention", "beside a busy process <= 2x alone")("""
     def seconds(n=len(X), epochs=2):
         torch.manual_seed(0)
         model = network.SourceLSTM(n_dipoles, p["embed_dim"], p["hidden_dim"], p["fc_dims"],
-                                   dropout=p["dropout"])
+                                   dropout=p["dropout"], out_rank=p.get("out_rank"))
         t0 = time.perf_counter()
         steps_per_epoch = -(-int(0.9 * n) // p["batch_size"])
         train(model, X[:n], Y[:n], n_steps=epochs * steps_per_epoch, batch_size=p["batch_size"],
