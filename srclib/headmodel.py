@@ -27,6 +27,7 @@ All coordinates handled by this module are fsaverage MRI coordinates
 import ctypes
 import ctypes.util
 from dataclasses import dataclass, field, replace
+import hashlib
 import importlib
 import importlib.metadata
 import json
@@ -851,12 +852,13 @@ def displaced_sources(head, seed=UNSEEN_SEED):
     """Every dipole of the source space moved off the book's grid, one for one.
 
     A cortical dipole moves to a vertex of the same template white surface
-    that the book's source space does not use, drawn among its mesh
-    neighbours (the nearest unused vertex where all neighbours are used), and
-    takes that vertex's normal; a deep dipole moves to the centre of a cube
-    of the deep grid (half a spacing along each axis), the point farthest
-    from every grid node. No simulated source then lies where the network was
-    trained or where the solvers place their dipoles. The density of sources
+    that the book's source space does not use and no other dipole has taken:
+    one drawn among its free mesh neighbours, or else the nearest free
+    vertex (dipoles are visited in a random order). It takes that vertex's
+    normal. A deep dipole moves to the centre of a cube of the deep grid
+    (half a spacing along each axis), the point farthest from every grid
+    node. No simulated source then lies where the network was trained or
+    where the solvers place their dipoles, and no two share a place. The density of sources
     stays that of the book's grid, so that a region and the background keep
     the balance of power they have in training (a finer grid would change
     it: a region's synchronised sources add coherently, the background's
@@ -881,18 +883,22 @@ def displaced_sources(head, seed=UNSEEN_SEED):
     start = 0
     for hemi in head.src[:2]:
         used = hemi["vertno"]
-        free = np.flatnonzero(hemi["inuse"] == 0)
-        tree = cKDTree(hemi["rr"][free])
+        taken = hemi["inuse"].astype(bool)  # the book's vertices, then each one drawn
         tris = hemi["tris"]
         edges = sparse.coo_matrix(
             (np.ones(3 * len(tris)), (tris.ravel(), np.roll(tris, 1, axis=1).ravel())),
             shape=(hemi["np"], hemi["np"])).tocsr()
         edges = edges + edges.T
-        for k, vertex in enumerate(used):
+        for k in rng.permutation(len(used)):
+            vertex = used[k]
             candidates = edges.indices[edges.indptr[vertex]:edges.indptr[vertex + 1]]
-            candidates = candidates[hemi["inuse"][candidates] == 0]
-            new = (rng.choice(candidates) if len(candidates)
-                   else free[tree.query(hemi["rr"][vertex])[1]])
+            candidates = candidates[~taken[candidates]]
+            if len(candidates):
+                new = rng.choice(candidates)
+            else:  # every neighbour taken: the nearest free vertex
+                free = np.flatnonzero(~taken)
+                new = free[np.argmin(np.sum((hemi["rr"][free] - hemi["rr"][vertex]) ** 2, 1))]
+            taken[new] = True
             positions[start + k] = hemi["rr"][new]
             normals[start + k] = hemi["nn"][new]
         start += len(used)
@@ -965,20 +971,11 @@ def unseen_forward(profile, variant, head=None, *, progress=True):
     -------
     fwd : mne.Forward
     """
-    check_option("variant", variant, UNSEEN_VARIANTS)
     head = head_for(profile, head, progress=progress)
+    settings, key = _unseen_settings(profile, variant, head)
     params = _head_model_params(profile, {})
-    conductivity = list(params["conductivity_simulation"])
-    if "skull" in variant:
-        conductivity[1] = UNSEEN_SKULL_S_PER_M
-    shift = UNSEEN_SHIFT_MM if "electrodes" in variant else 0.0
-    settings = dict(head=head.provenance["key"], conductivity=conductivity, shift_mm=shift,
-                    seed=UNSEEN_SEED, grade=params["bem_ico_simulation"],
-                    cache_version=_CACHE_VERSION)
-    if "sources" in variant:  # (absent otherwise, so that stored forwards keep their key)
-        settings["displaced_sources"] = True
+    conductivity, shift = settings["conductivity"], settings["shift_mm"]
     folder = config.profile_dir(profile) / "unseen" / variant.replace("+", "_")
-    key = cache.params_key(settings)
     if not cache.is_valid(folder, key):
         with cache.build_lock(folder):
             if not cache.is_valid(folder, key):
@@ -1002,6 +999,34 @@ def unseen_forward(profile, variant, head=None, *, progress=True):
                     print(f"unseen head model {variant!r}: built in "
                           f"{time.perf_counter() - t0:.0f} s -> {config.shown_path(folder)}")
     return mne.read_forward_solution(folder / "fwd.fif", verbose="error")
+
+
+def _unseen_settings(profile, variant, head):
+    """Everything an unseen head model is computed from, and its hash (the cache key)."""
+    check_option("variant", variant, UNSEEN_VARIANTS)
+    params = _head_model_params(profile, {})
+    conductivity = list(params["conductivity_simulation"])
+    if "skull" in variant:
+        conductivity[1] = UNSEEN_SKULL_S_PER_M
+    shift = UNSEEN_SHIFT_MM if "electrodes" in variant else 0.0
+    settings = dict(head=head.provenance["key"], conductivity=conductivity, shift_mm=shift,
+                    seed=UNSEEN_SEED, grade=params["bem_ico_simulation"],
+                    cache_version=_CACHE_VERSION)
+    if "sources" in variant:  # (absent otherwise, so that stored forwards keep their key)
+        positions, _ = displaced_sources(head)
+        settings["displaced_sources"] = hashlib.sha256(
+            np.ascontiguousarray(positions).tobytes()).hexdigest()[:16]
+    return settings, cache.params_key(settings)
+
+
+def unseen_key(profile, variant, head=None):
+    """The identity of an unseen head model (what its stored forward and results are keyed by).
+
+    It changes whenever anything the model is computed from changes, without
+    computing the model.
+    """
+    head = head_for(profile, head, progress=False)
+    return _unseen_settings(profile, variant, head)[1]
 
 
 def unseen_head(profile, variant, head=None, *, progress=True):

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from . import cache, config, metrics, network, results, solvers
 from .check import check_duration, check_int, check_option, check_radius, check_seed, check_snr
-from .headmodel import UNSEEN_VARIANTS, load_head_model, unseen_head
+from .headmodel import UNSEEN_VARIANTS, load_head_model, unseen_head, unseen_key
 from .simulation import displaced_region, grow_region, simulate
 
 #: Mixed into the seed of :func:`random_regions`, so that its draws never
@@ -147,11 +147,20 @@ def make_tasks(regions, snrs_db, seeds, duration_s, forward="inverse", test_head
 
 
 def task_id(task, context):
-    """Name of a task's result: its settings and ``context`` (head model, networks), hashed."""
+    """Name of a task's result: its settings and ``context`` (head model, networks), hashed.
+
+    A task simulated with an unseen head model also hashes that model's
+    identity (``context["unseen"][test_head]``, :func:`srclib.headmodel.unseen_key`),
+    so that changing the model never lets a stored result be read back.
+    """
     settings = {k: task[k] for k in TASK_COLUMNS[1:] if k in task}
     for name, default in _DEFAULTS.items():
         if settings.get(name, default) == default:
             settings.pop(name, None)
+    context = dict(context)
+    unseen = context.pop("unseen", {})
+    if "test_head" in settings:
+        settings["test_head_key"] = unseen[settings["test_head"]]
     text = json.dumps(dict(task=settings, context=context, version=_CACHE_VERSION),
                       sort_keys=True)
     crime = "_simfwd" if settings.get("forward") == "simulation" else ""
@@ -165,7 +174,9 @@ def sweep_context(profile, head=None):
     head = load_head_model(profile, progress=False) if head is None else head
     return dict(profile=profile, head=head.provenance["key"],
                 networks=[network.model_key(profile, head, k)
-                          for k in range(network.n_networks(profile))])
+                          for k in range(network.n_networks(profile))],
+                unseen={variant: unseen_key(profile, variant, head)
+                        for variant in UNSEEN_VARIANTS})
 
 
 _STATE = {}

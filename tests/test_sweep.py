@@ -123,7 +123,13 @@ def test_inverse_crime_tasks_are_named_apart_and_checked(head):
     assert sweep.task_id(usual[0], context) == sweep.task_id(old, context)
     assert "_simfwd_" in sweep.task_id(crime[0], context)
     unseen = sweep.make_tasks(regions, [10.0], [5], 1.0, test_head="skull+electrodes")
+    context["unseen"] = {"skull+electrodes": "model-1"}
     assert "_skull_electrodes_" in sweep.task_id(unseen[0], context)
+    # Another unseen model of the same name: another task; the usual tasks keep their names.
+    other = dict(context, unseen={"skull+electrodes": "model-2"})
+    assert sweep.task_id(unseen[0], other) != sweep.task_id(unseen[0], context)
+    assert sweep.task_id(usual[0], other) == sweep.task_id(usual[0], context) \
+        == sweep.task_id(usual[0], dict(profile="quick"))
     assert sweep.task_id(crime[0], context) != sweep.task_id(usual[0], context)
     with pytest.raises(ValueError, match="forward must be one of"):
         sweep.make_tasks(regions, [10.0], [5], 1.0, forward="perfect")
@@ -179,6 +185,7 @@ def test_unseen_head_models_differ_by_the_stated_amounts(head):
             spacing = head.provenance["params"]["subcortical_spacing_mm"]
             assert np.allclose(moved[~head.is_cortical], spacing * np.sqrt(3) / 2)
             assert moved[head.is_cortical].min() > 0.5 and np.median(moved) < spacing
+            assert len(np.unique(other.positions, axis=0)) == head.n_dipoles  # none shared
             assert np.allclose(np.linalg.norm(other.normals[head.is_cortical], axis=1), 1)
         else:
             assert moved.max() == 0
@@ -186,6 +193,8 @@ def test_unseen_head_models_differ_by_the_stated_amounts(head):
         # Other topographies, not only another scale: they differ after the best scaling.
         scale = np.sum(gain * moved_gain) / np.sum(moved_gain**2)
         assert np.linalg.norm(gain - scale * moved_gain) > 0.01 * np.linalg.norm(gain)
+    keys = {headmodel.unseen_key("quick", v, head) for v in headmodel.UNSEEN_VARIANTS}
+    assert len(keys) == len(headmodel.UNSEEN_VARIANTS)
     with pytest.raises(ValueError, match="variant must be one of"):
         headmodel.unseen_forward("quick", "thicker skull", head)
     with pytest.raises(ValueError, match="test_head must be one of"):
