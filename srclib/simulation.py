@@ -126,6 +126,14 @@ def grow_region(head, center, radius_mm, shape=None):
     return c
 
 
+def _check_region(head, c, center):
+    """``c`` as floats, if it has one coefficient per dipole and 1 at ``center``."""
+    c = np.asarray(c, float)
+    if c.shape != (head.n_dipoles,) or not np.isclose(c[center], 1.0):
+        raise ValueError("c must have one coefficient per dipole and equal 1 at the centre")
+    return c
+
+
 def displaced_region(moved, c, center, radius_mm, shape=None):
     """A region's coefficients over moved dipoles (the off-grid test head).
 
@@ -155,9 +163,7 @@ def displaced_region(moved, c, center, radius_mm, shape=None):
     center = check_center(moved, center)
     radius = check_radius(radius_mm) / 1000.0
     shape = default_profile_shape(moved) if shape is None else shape
-    c = np.asarray(c, float)
-    if c.shape != (moved.n_dipoles,) or not np.isclose(c[center], 1.0):
-        raise ValueError("c must have one coefficient per dipole and equal 1 at the centre")
+    c = _check_region(moved, c, center)
     dist = np.linalg.norm(moved.positions - moved.positions[center], axis=1)
     keep = (c > 0) & (dist <= radius)
     out = np.zeros(moved.n_dipoles)
@@ -627,9 +633,7 @@ def simulate(head, c, center, n_times, snr_db, rng, *, order=5, coefs=None,
     n_times = check_n_times(n_times)
     check_order(order, n_times)
     snr_db = check_snr(snr_db)
-    c = np.asarray(c, float)
-    if c.shape != (head.n_dipoles,) or not np.isclose(c[center], 1.0):
-        raise ValueError("c must have one coefficient per dipole and equal 1 at the centre")
+    c = _check_region(head, c, center)
     if orientation is None:
         orientation = random_orientation(rng)
     if coefs is None:
