@@ -46,9 +46,11 @@ _PAPER = {
         "train_seed": 2025,
         "fraction_subcortical": 0.5,
         "radius_range_mm": [5.0, 60.0],
-        # Coefficient profile of a region (srclib.simulation.PROFILE_SHAPES),
-        # calibrated on the paper's Perfect PAS (the simulator chapter).
-        "profile_shape": "gaussian_2r",
+        # Coefficient profile of a region (srclib.simulation.check_profile_shape):
+        # cortical regions nearly flat (sigma = 2r), subcortical ones peaked
+        # (sigma = r/2), calibrated on the paper's Perfect PAS (the simulator
+        # chapter).
+        "profile_shape": "gaussian_2r/gaussian",
         "snr_range_db": [0.0, 20.0],
         "ar_order": 5,
         # Windows simulated together, sharing one draw of the background's

@@ -45,7 +45,7 @@ from scipy import stats
 import torch
 from tqdm import tqdm
 
-from . import cache, config, metrics, regions, solvers
+from . import cache, config, metrics, regions, simulation, solvers
 from .headmodel import head_for
 from .network import load_models, predict, windows_of
 from .check import (check_duration, check_int, check_option, check_radius, check_region_name,
@@ -54,7 +54,7 @@ from .check import (check_duration, check_int, check_option, check_radius, check
 #: Every row of a region table, in the paper's order.
 METHODS = ("Random", "Perfect", "LSTM") + solvers.SOLVERS
 
-_CACHE_VERSION = 3  # 3: several recordings and trainings, intervals
+_CACHE_VERSION = 4  # 3: several recordings and trainings, intervals; 4: peak column
 
 #: Bootstrap resamples and coverage of the intervals (:func:`bootstrap_intervals`).
 N_BOOTSTRAP = 1000
@@ -181,7 +181,8 @@ def evaluate_recording(head, models, eeg, c, center, *, methods=METHODS, kernels
     -------
     per_window : pandas.DataFrame
         Columns ``method``, ``training`` (the network's index for the LSTM,
-        -1 otherwise), ``window`` and the six metrics.
+        -1 otherwise), ``window``, the six metrics and ``peak`` (the index of
+        the dipole where the window's map peaks).
     examples : dict
         For each method, the map of its median-MLE window and that window's
         index (the first network's, for the LSTM).
@@ -196,6 +197,7 @@ def evaluate_recording(head, models, eeg, c, center, *, methods=METHODS, kernels
         for training, model in enumerate(models if method == "LSTM" else [None]):
             maps = method_maps(head, model, eeg, c, method, rng, kernels)
             table = metrics.evaluate_windows(maps, c, center, head.positions)
+            table["peak"] = np.argmax(maps, axis=1)  # as the localisation error reads it
             table.insert(0, "window", np.arange(len(table)))
             table.insert(0, "training", training if method == "LSTM" else -1)
             table.insert(0, "method", method)
@@ -368,6 +370,7 @@ def run_region(profile="paper", region="A", *, head=None, model=None, progress=T
     folder = config.profile_dir(profile) / "results"
     name = result_name(params) + ("" if network["trained"] else f"_model{network['identity'][:12]}")
     key = cache.params_key(dict(params=params, spec=spec, head=head.provenance["key"],
+                                profile_shape=simulation.default_profile_shape(head),
                                 model=network["identity"], version=_CACHE_VERSION))
     with cache.locked(folder / f".{name}.lock", f"run of {name} (profile {profile})"):
         if not _stored_results_match(folder, name, key):
@@ -734,3 +737,40 @@ def training_medians(per_window, method="LSTM"):
     """
     rows = per_window[per_window["method"] == method]
     return rows.groupby("training")[list(metrics.METRICS)].median()
+
+
+def peak_locations(per_window, head, c, methods=("LSTM",)):
+    """Where each method's maps peak, relative to the true region.
+
+    The localisation error measures the distance from the peak to the centre;
+    this says where the peaks lie: inside the region or not, in which
+    structure, and how central within the region (the true coefficient ``c``
+    at the peak, 1 at the centre).
+
+    Parameters
+    ----------
+    per_window : pandas.DataFrame
+        :func:`evaluate_recordings`'s rows (with their ``peak`` column).
+    head : HeadModel
+    c : ndarray, shape (N,)
+        The region's coefficients.
+    methods : sequence of str
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per method: ``in the region (%)``, ``commonest structure``
+        (with its share of the windows), ``median c at the peak``.
+    """
+    rows = {}
+    for method in methods:
+        peaks = per_window.loc[per_window["method"] == method, "peak"].to_numpy(int)
+        share = pd.Series(head.structure[peaks]).value_counts(normalize=True)
+        rows[method] = {
+            "in the region (%)": f"{100 * np.mean(c[peaks] > 0):.0f}",
+            "commonest structure": f"{share.index[0]} ({100 * share.iloc[0]:.0f} %)",
+            "median c at the peak": f"{np.median(c[peaks]):.2f}",
+        }
+    table = pd.DataFrame(rows).T
+    table.index.name = "Method"
+    return table

@@ -19,10 +19,10 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from . import cache, config
-from .check import check_n_times, check_option, check_order, check_radius
+from .check import check_n_times, check_order, check_radius
 from .headmodel import N_CHANNELS, head_for
 from .simulation import (_ar_filter_time_major, _stationary_start, add_sensor_noise,
-                         PROFILE_SHAPES, ar_coefficients, ar_series, average_reference,
+                         ar_coefficients, ar_series, average_reference, check_profile_shape,
                          grow_region)
 
 _CACHE_VERSION = 2  # 2: one AR filter per dipole (literal_batch)
@@ -213,8 +213,8 @@ def training_set(head, n, rng, *, n_times=config.WINDOW, order=5, fraction_subco
         Windows simulated together; they share one draw of the background's
         per-dipole AR coefficients (see :func:`literal_batch`).
     profile_shape : str | None
-        Coefficient profile of the regions (a key of
-        :data:`srclib.simulation.PROFILE_SHAPES`); None takes the head
+        Coefficient profile of the regions
+        (:func:`srclib.simulation.check_profile_shape`); None takes the head
         model's profile setting.
     n_jobs : int | None
         Worker processes; None uses every core (at most 8), 1 runs in this process.
@@ -237,7 +237,7 @@ def training_set(head, n, rng, *, n_times=config.WINDOW, order=5, fraction_subco
         raise ValueError(f"n must be a positive integer, got {n}")
     check_order(order, check_n_times(n_times))
     if profile_shape is not None:
-        check_option("profile_shape", profile_shape, tuple(PROFILE_SHAPES))
+        check_profile_shape(profile_shape, "profile_shape")
     meta = draw_simulation_parameters(
         head, n, rng, fraction_subcortical, radius_range_mm, snr_range_db
     )

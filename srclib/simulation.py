@@ -57,6 +57,40 @@ PROFILE_SHAPES = {
 }
 
 
+def check_profile_shape(shape, name="shape"):
+    """Return ``shape`` if it names a coefficient profile, else raise ValueError.
+
+    A profile is a key of :data:`PROFILE_SHAPES` (the same for every region),
+    or two keys joined by ``"/"``: the shape of cortical regions, then that of
+    subcortical ones (for example ``"gaussian_2r/gaussian"``).
+    """
+    parts = shape.split("/") if isinstance(shape, str) else [shape]
+    if len(parts) > 2 or any(part not in PROFILE_SHAPES for part in parts):
+        raise ValueError(
+            f"{name} must be one of {list(PROFILE_SHAPES)}, or two of them joined by '/' "
+            f"(cortical regions, then subcortical ones), got {shape!r}"
+        )
+    return shape
+
+
+def compartment_shape(shape, cortical):
+    """The shape (a key of :data:`PROFILE_SHAPES`) that ``shape`` gives one compartment.
+
+    Parameters
+    ----------
+    shape : str
+        A profile (:func:`check_profile_shape`).
+    cortical : bool
+        Whether the region's centre lies in the cortex.
+
+    Returns
+    -------
+    name : str
+    """
+    parts = check_profile_shape(shape).split("/")
+    return parts[0] if cortical else parts[-1]
+
+
 def profile_coefficients(distance, radius, shape):
     """Coefficient ``c`` at distances from the centre, for one profile shape.
 
@@ -103,9 +137,10 @@ def grow_region(head, center, radius_mm, shape=None):
     radius_mm : float
         Region radius in millimetres, in (0, 200].
     shape : str | None
-        Coefficient profile, a key of :data:`PROFILE_SHAPES`; None takes the
-        setting ``profile_shape`` of the head model's profile
-        (:func:`default_profile_shape`).
+        Coefficient profile (:func:`check_profile_shape`): a key of
+        :data:`PROFILE_SHAPES`, or a cortical and a subcortical one joined by
+        ``"/"``; None takes the setting ``profile_shape`` of the head model's
+        profile (:func:`default_profile_shape`).
 
     Returns
     -------
@@ -116,7 +151,7 @@ def grow_region(head, center, radius_mm, shape=None):
     center = check_center(head, center)
     radius = check_radius(radius_mm) / 1000.0
     shape = default_profile_shape(head) if shape is None else shape
-    check_option("shape", shape, tuple(PROFILE_SHAPES))
+    shape = compartment_shape(shape, head.is_cortical[center])
     diff = head.positions - head.positions[center]
     dist = np.sqrt(np.einsum("ij,ij->i", diff, diff))
     inside = (dist <= radius) & (head.is_cortical == head.is_cortical[center])
@@ -163,6 +198,7 @@ def displaced_region(moved, c, center, radius_mm, shape=None):
     center = check_center(moved, center)
     radius = check_radius(radius_mm) / 1000.0
     shape = default_profile_shape(moved) if shape is None else shape
+    shape = compartment_shape(shape, moved.is_cortical[center])
     c = _check_region(moved, c, center)
     dist = np.linalg.norm(moved.positions - moved.positions[center], axis=1)
     keep = (c > 0) & (dist <= radius)
@@ -214,7 +250,7 @@ def perfect_spread_mm(head, center, radius_mm, shapes=tuple(PROFILE_SHAPES)):
     center : int
     radius_mm : float
     shapes : sequence of str
-        Keys of :data:`PROFILE_SHAPES`.
+        Profiles (:func:`check_profile_shape`).
 
     Returns
     -------
@@ -235,7 +271,7 @@ def perfect_spread_table(head, regions=("A", "B", "C", "D"), shapes=tuple(PROFIL
     regions : sequence of str
         Names of ``data/regions.yaml`` reported in the paper's tables.
     shapes : sequence of str
-        Keys of :data:`PROFILE_SHAPES`.
+        Profiles (:func:`check_profile_shape`).
 
     Returns
     -------

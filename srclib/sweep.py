@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from . import cache, config, metrics, network, results, solvers
 from .check import check_duration, check_int, check_option, check_radius, check_seed, check_snr
 from .headmodel import UNSEEN_VARIANTS, load_head_model, unseen_head, unseen_key
-from .simulation import displaced_region, grow_region, simulate
+from .simulation import default_profile_shape, displaced_region, grow_region, simulate
 
 #: Mixed into the seed of :func:`random_regions`, so that its draws never
 #: follow the stream of a training set drawn from the same seed.
@@ -173,6 +173,7 @@ def sweep_context(profile, head=None):
     """What every task's result depends on besides its settings (keys of the inputs)."""
     head = load_head_model(profile, progress=False) if head is None else head
     return dict(profile=profile, head=head.provenance["key"],
+                profile_shape=default_profile_shape(head),
                 networks=[network.model_key(profile, head, k)
                           for k in range(network.n_networks(profile))],
                 unseen={variant: unseen_key(profile, variant, head)

@@ -1,5 +1,7 @@
 """Region runs (paper III): result naming and the parameters of a run."""
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from srclib import regions, results
@@ -174,3 +176,29 @@ def test_recording_seeds_keep_the_first_and_never_repeat():
     assert seeds[0] == 123 and len(set(seeds)) == 10
     assert results.recording_seeds(123, 4) == seeds[:4]
     assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_peak_column_is_the_dipole_the_localisation_error_reads(head):
+    from srclib import simulation
+
+    center = int(np.flatnonzero(head.is_cortical)[40])
+    c = simulation.grow_region(head, center, 20.0)
+    eeg = simulation.simulate(head, c, center, 4 * 50, 10.0, np.random.default_rng(3))
+    per_window, _, _ = results.evaluate_recording(
+        head, [], eeg, c, center, methods=("Random", "Perfect", "MNE"), progress=False)
+    distance = 1000 * np.linalg.norm(
+        head.positions[per_window["peak"].to_numpy(int)] - head.positions[center], axis=1)
+    assert np.allclose(distance, per_window["MLE_mm"])
+    assert (per_window.loc[per_window["method"] == "Perfect", "peak"] == center).all()
+
+
+def test_peak_locations_on_a_hand_made_region():
+    class Head:
+        structure = np.array(["a", "a", "b", "c"])
+
+    c = np.array([1.0, 0.5, 0.2, 0.0])
+    per_window = pd.DataFrame(dict(method=["X"] * 4 + ["Y"] * 2, peak=[0, 1, 1, 3, 3, 2]))
+    table = results.peak_locations(per_window, Head(), c, ["X", "Y"])
+    assert table.loc["X"].tolist() == ["75", "a (75 %)", "0.50"]
+    assert table.loc["Y", "in the region (%)"] == "50"
+    assert table.loc["Y", "median c at the peak"] == "0.10"

@@ -26,8 +26,9 @@ def test_region_coefficients(head, rng, compartment):
         # Decreasing with distance: the order of c is the reverse order of distance.
         order = np.argsort(dist[region])
         assert np.all(np.diff(c[region][order]) <= 1e-12)
-        # The profile's shape (the profile setting), at each member's distance.
-        shape = sim.default_profile_shape(head)
+        # The profile's shape (the profile setting's, for this compartment),
+        # at each member's distance.
+        shape = sim.compartment_shape(sim.default_profile_shape(head), compartment == "cortex")
         assert np.allclose(c[region], sim.profile_coefficients(dist[region], radius_mm, shape))
         # Connected over the source-space adjacency.
         sub = head.adjacency[region][:, region]
@@ -48,7 +49,22 @@ def test_default_profile_shape_is_the_profile_setting(head):
 
     assert sim.default_profile_shape(head) == config.get_params("quick", "simulation")[
         "profile_shape"]
-    assert sim.default_profile_shape(head) in sim.PROFILE_SHAPES
+    assert sim.check_profile_shape(sim.default_profile_shape(head)) is not None
+
+
+def test_a_profile_per_compartment(head):
+    """"cortex/deep": cortical regions take the first shape, subcortical ones the second."""
+    for compartment, shape in (("cortex", "flat"), ("subcortical", "linear")):
+        center = int(np.flatnonzero(head.compartment == compartment)[10])
+        c = sim.grow_region(head, center, 25.0, "flat/linear")
+        assert np.array_equal(c, sim.grow_region(head, center, 25.0, shape))
+    assert sim.compartment_shape("gaussian", True) == sim.compartment_shape("gaussian", False)
+
+
+@pytest.mark.parametrize("shape", ["box", "flat/", "flat/linear/gaussian", 3, "Flat"])
+def test_bad_profile_shape_names_the_choices(head, shape):
+    with pytest.raises(ValueError, match="shape must be one of.*joined by '/'"):
+        sim.grow_region(head, 0, 20.0, shape=shape)
 
 
 def test_profile_shapes_values():
