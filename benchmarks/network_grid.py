@@ -68,6 +68,14 @@ GRIDS = {
         dict(name="the book's first network, as stored at the time", stored=True),
         dict(name="book, rank-256 output, 1600 steps", **BOOK, out_rank=256, n_steps=1600),
     ],
+    # The learning curve in the CPU configuration: the same steps on a tenth
+    # and a hundredth of the training set (the first "cpu" row is the full set).
+    "curve": [
+        dict(name="book, rank-256 output, batch 128, 6400 steps, 4,000 windows", **BOOK,
+             out_rank=256, batch_size=128, n_steps=6400, n_train=4000),
+        dict(name="book, rank-256 output, batch 128, 6400 steps, 400 windows", **BOOK,
+             out_rank=256, batch_size=128, n_steps=6400, n_train=400),
+    ],
     "smoke": [
         dict(name="tiny", embed_dim=8, hidden_dim=8, fc_dims=[16, 16, 16], n_steps=4,
              n_train=200),
