@@ -5,9 +5,9 @@ A simulation has four steps, each a function here:
 1. *spatial module* (:func:`grow_region`): a region grows from a centre dipole
    over the source-space adjacency, within the centre's compartment and a
    radius; each member gets a coefficient ``c`` that falls from 1 at the
-   centre with distance, following a profile shape (:data:`PROFILE_SHAPES`;
-   the default is the profile setting ``simulation.profile_shape``), 0 beyond
-   the radius;
+   centre with distance, following a profile shape (:data:`PROFILE_SHAPES`,
+   one per compartment if the profile says so; the default is the profile
+   setting ``simulation.profile_shape``), 0 beyond the radius;
 2. *temporal module* (:func:`ar_series`): every dipole, active or not, carries
    its own stationary autoregressive (AR) series of unit variance;
 3. *synchronisation* (:func:`synchronize`):
