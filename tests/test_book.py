@@ -129,14 +129,17 @@ def test_own_eeg_page_reports_the_distance_and_its_files(built_book):
 
 
 @pytest.mark.parametrize("region", REGIONS)
-def test_result_files_keep_the_contract(built_book, region):
+def test_result_files_keep_the_contract(built_book, region, head):
     folder = config.profile_dir("quick") / "results"
     table = pd.read_csv(folder / f"region_{region}.csv")
     assert list(table.columns) == ["method", *metrics.METRICS]
     assert list(table["method"]) == list(results.METHODS)
     windows = pd.read_csv(folder / f"region_{region}_windows.csv")
     assert list(windows.columns) == ["method", "recording", "training", "window",
-                                     *metrics.METRICS]
+                                     *metrics.METRICS, "peak"]
+    # The peak is a dipole; the Perfect map peaks at the centre, in every window.
+    assert windows["peak"].between(0, head.n_dipoles - 1).all()
+    assert windows.loc[windows["method"] == "Perfect", "peak"].nunique() == 1
     sim = config.get_params("quick", "simulation")
     n_windows = int(round(sim["region_duration_s"] * config.SFREQ / config.WINDOW))
     n_networks = config.get_params("quick", "network")["n_networks"]
