@@ -76,6 +76,16 @@ GRIDS = {
         dict(name="book, rank-256 output, batch 128, 6400 steps, 400 windows", **BOOK,
              out_rank=256, batch_size=128, n_steps=6400, n_train=400),
     ],
+    # The learning curve with the profile the book trains on now (one shape per
+    # compartment): the paper profile's first network as stored (the whole
+    # training set), then the same 6400 steps on its first tenth and hundredth.
+    "curve_now": [
+        dict(name="curve: the book's first network, 40,000 windows", stored=True),
+        dict(name="curve: 400 windows", **BOOK, out_rank=256, batch_size=128, n_steps=6400,
+             n_train=400),
+        dict(name="curve: 4,000 windows", **BOOK, out_rank=256, batch_size=128,
+             n_steps=6400, n_train=4000),
+    ],
     "smoke": [
         dict(name="tiny", embed_dim=8, hidden_dim=8, fc_dims=[16, 16, 16], n_steps=4,
              n_train=200),
@@ -158,6 +168,7 @@ def run_one(cfg, data, params, device):
         return dict(cfg, **model.architecture, shape=shape, n_parameters=model.n_parameters,
                     n_train=trained["n_windows"], batch_size=trained["batch_size"],
                     n_steps=trained["n_steps"], steps=trained["steps"],
+                    best_epoch=trained["best_epoch"], epochs=trained["epochs"],
                     training_s=trained["seconds"],
                     s_per_step=round(trained["seconds"] / max(trained["steps"], 1), 4),
                     device_name=model.card["hardware"]["device"],

@@ -47,6 +47,7 @@ import nibabel as nib
 import numpy as np
 from scipy import sparse
 from scipy.spatial import cKDTree
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from . import cache, config
@@ -495,11 +496,35 @@ def forward_operator(subjects_dir, src, grade, conductivity, solver, info=None):
         verbose="error",
     )
     bem = mne.make_bem_solution(model, solver=solver, verbose="error")
-    fwd = mne.make_forward_solution(
-        eeg_info() if info is None else info, head_mri_trans(), src, bem, eeg=True, meg=False,
-        mindist=0.0, verbose="error"
-    )
-    return fwd, model
+    return eeg_forward(eeg_info() if info is None else info, src, bem), model
+
+
+def eeg_forward(info, src, bem):
+    """MNE's EEG forward computation, with BLAS on one thread.
+
+    Before it integrates, MNE checks that every source lies inside the inner
+    skull; that check solves a few thousand 3 x 3 systems one at a time, and
+    with a multi-threaded BLAS each tiny solve waits for the thread pool. On
+    two busy cores the check alone took 20 s instead of 0.02 s; on one
+    thread it is instant, and the rest of the computation does not use BLAS
+    threads much.
+
+    Parameters
+    ----------
+    info : mne.Info
+        Channels and electrode positions.
+    src : mne.SourceSpaces
+    bem : mne.bem.ConductorModel
+        A BEM solution.
+
+    Returns
+    -------
+    fwd : mne.Forward
+        Free orientation at every dipole, head coordinates.
+    """
+    with threadpool_limits(1, user_api="blas"):
+        return mne.make_forward_solution(info, head_mri_trans(), src, bem, eeg=True, meg=False,
+                                         mindist=0.0, verbose="error")
 
 
 def _forward_to_file(subjects_dir, src_file, grade, conductivity, solver, out_file, bem_file):
@@ -957,7 +982,9 @@ def unseen_forward(profile, variant, head=None, *, progress=True):
     electrodes moved by :data:`UNSEEN_SHIFT_MM` (variants with
     ``"electrodes"``), computed at the displaced sources of
     :func:`displaced_sources` (variants with ``"sources"``) or at the book's
-    dipoles. Stored in ``data/<profile>/unseen/<variant>/``.
+    dipoles. The BEM solution is shared by the variants of one skull
+    conductivity (:func:`unseen_bem_solution`). Stored in
+    ``data/<profile>/unseen/<variant>/``.
 
     Parameters
     ----------
@@ -973,9 +1000,62 @@ def unseen_forward(profile, variant, head=None, *, progress=True):
     """
     head = head_for(profile, head, progress=progress)
     settings, key = _unseen_settings(profile, variant, head)
-    params = _head_model_params(profile, {})
     conductivity, shift = settings["conductivity"], settings["shift_mm"]
     folder = config.profile_dir(profile) / "unseen" / variant.replace("+", "_")
+    if not cache.is_valid(folder, key):
+        with cache.build_lock(folder):
+            if not cache.is_valid(folder, key):
+                t0 = time.perf_counter()
+                bem = unseen_bem_solution(profile, conductivity, head, progress=progress)
+                with cache.ArtifactFolder(folder, key, settings) as art, \
+                        tempfile.TemporaryDirectory() as subjects_dir:
+                    write_fsaverage_subject(subjects_dir)
+                    src = (_displaced_source_space(head, subjects_dir) if "sources" in variant
+                           else head.src)
+                    fwd = eeg_forward(displaced_info(shift, UNSEEN_SEED), src, bem)
+                    if fwd["nsource"] != head.n_dipoles:
+                        raise RuntimeError(f"the {variant!r} forward lost sources")
+                    mne.write_forward_solution(art.tmp / "fwd.fif", fwd, verbose="error")
+                    art.provenance["build_seconds"] = round(time.perf_counter() - t0, 1)
+                if progress:
+                    print(f"unseen head model {variant!r}: built in "
+                          f"{time.perf_counter() - t0:.0f} s -> {config.shown_path(folder)}")
+    return mne.read_forward_solution(folder / "fwd.fif", verbose="error")
+
+
+def unseen_bem_solution(profile, conductivity, head=None, *, progress=True):
+    """The BEM solution of an unseen head model, built once per conductivity and cached.
+
+    The variants differ in their skull conductivity, their electrodes and
+    their sources; only the first changes the BEM solution (electrodes and
+    sources enter when the forward operator is computed from it), so the five
+    variants need two solutions, and building each once saves most of their
+    time. Stored in ``data/<profile>/unseen/bem_<skull conductivity>/``.
+
+    Parameters
+    ----------
+    profile : ``"paper"`` | ``"quick"``
+    conductivity : sequence of 3 float
+        Brain, skull and scalp conductivities (S/m).
+    head : HeadModel | None
+    progress : bool
+
+    Returns
+    -------
+    bem : mne.bem.ConductorModel
+        MNE's linear-collocation solution on the simulation grade's surfaces.
+    """
+    head = head_for(profile, head, progress=progress)
+    params = _head_model_params(profile, {})
+    conductivity = [check_number("conductivity", v, 1e-5, 10.0) for v in conductivity]
+    if len(conductivity) != 3:
+        raise ValueError(f"conductivity must hold 3 values, got {len(conductivity)}")
+    settings = dict(head=head.provenance["key"], conductivity=conductivity,
+                    grade=params["bem_ico_simulation"], skull_fraction=params["skull_fraction"],
+                    skull_max_mm=params["skull_max_mm"], cache_version=_CACHE_VERSION,
+                    mne=mne.__version__)
+    key = cache.params_key(settings)
+    folder = config.profile_dir(profile) / "unseen" / f"bem_{conductivity[1]:g}"
     if not cache.is_valid(folder, key):
         with cache.build_lock(folder):
             if not cache.is_valid(folder, key):
@@ -986,19 +1066,17 @@ def unseen_forward(profile, variant, head=None, *, progress=True):
                     write_bem_surfaces(bem_surfaces(params["bem_ico_simulation"],
                                                     params["skull_fraction"],
                                                     params["skull_max_mm"]), subjects_dir)
-                    src = (_displaced_source_space(head, subjects_dir) if "sources" in variant
-                           else head.src)
-                    fwd, _ = forward_operator(subjects_dir, src, params["bem_ico_simulation"],
-                                              conductivity, "mne",
-                                              info=displaced_info(shift, UNSEEN_SEED))
-                    if fwd["nsource"] != head.n_dipoles:
-                        raise RuntimeError(f"the {variant!r} forward lost sources")
-                    mne.write_forward_solution(art.tmp / "fwd.fif", fwd, verbose="error")
+                    model = mne.make_bem_model(
+                        "fsaverage", ico=params["bem_ico_simulation"],
+                        conductivity=tuple(conductivity), subjects_dir=subjects_dir,
+                        verbose="error")
+                    bem = mne.make_bem_solution(model, solver="mne", verbose="error")
+                    mne.write_bem_solution(art.tmp / "bem-sol.fif", bem, verbose="error")
                     art.provenance["build_seconds"] = round(time.perf_counter() - t0, 1)
                 if progress:
-                    print(f"unseen head model {variant!r}: built in "
+                    print(f"unseen BEM solution (skull {conductivity[1]:g} S/m): built in "
                           f"{time.perf_counter() - t0:.0f} s -> {config.shown_path(folder)}")
-    return mne.read_forward_solution(folder / "fwd.fif", verbose="error")
+    return mne.read_bem_solution(folder / "bem-sol.fif", verbose="error")
 
 
 def _unseen_settings(profile, variant, head):

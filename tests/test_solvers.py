@@ -314,6 +314,30 @@ def test_activation_maps_follow_the_post_processing(head, kernels):
     assert np.allclose(maps[1], expected, rtol=1e-4, atol=1e-5)
 
 
+def test_solvers_that_differ_by_a_scale_per_dipole_share_their_source_estimates(head, kernels):
+    rng = np.random.default_rng(3)
+    mne_k = kernels["MNE"]
+    altered = mne_k * rng.uniform(0.5, 2.0, len(mne_k))[:, None, None]
+    altered[-1, 0, :] += 1e-3 * np.abs(mne_k[-1]).max()  # the last dipole: not a scaling
+    named = {m: kernels[m] for m in ("MNE", "dSPM", "sLORETA", "eLORETA", "MNE_depthw")}
+    named["altered"] = altered
+    bases = solvers.scaled_kernels(named)
+    assert {m: of for m, (of, _) in bases.items()} == {
+        "MNE": "MNE", "dSPM": "MNE", "sLORETA": "MNE", "eLORETA": "eLORETA",
+        "MNE_depthw": "MNE_depthw", "altered": "altered"}
+    norms = np.linalg.norm(kernels["dSPM"].reshape(len(mne_k), -1), axis=1)
+    assert np.allclose(bases["dSPM"][1] * np.linalg.norm(mne_k.reshape(len(mne_k), -1), axis=1),
+                       norms)
+    eeg, c, center = regions.region_recording(head, "D", duration_s=2.0, seed=4)
+    smoothing = solvers.smoothing_matrix(head)
+    together = solvers.maps_from_kernels(named, eeg, smoothing)
+    for m, k in named.items():
+        alone = solvers.maps_from_kernel(k, eeg, smoothing, block=40)
+        assert np.allclose(together[m], alone, rtol=0, atol=1e-6), m
+        assert np.array_equal(together[m].argmax(1), alone.argmax(1)), m
+    assert solvers.maps_from_kernels({}, eeg, smoothing) == {}
+
+
 def test_activation_maps_range_for_every_solver(head):
     eeg, c, center = regions.region_recording(head, "C", duration_s=2.0, seed=1)
     for method in solvers.SOLVERS:

@@ -158,6 +158,31 @@ def test_inverse_crime_changes_the_solvers_not_the_lstm(tasks):
         assert unseen.loc["Perfect", "MLE_mm"] == a.loc["Perfect", "MLE_mm"]
 
 
+@pytest.mark.slow
+def test_unseen_head_models_share_one_bem_solution_per_skull(head, tmp_path, monkeypatch):
+    """Five variants, two conductivities: two BEM solutions, each computed once."""
+    from srclib import headmodel
+
+    monkeypatch.setenv("SRCLIB_DATA_DIR", str(tmp_path))
+    solved = []
+    solve = headmodel.mne.make_bem_solution
+    monkeypatch.setattr(headmodel.mne, "make_bem_solution",
+                        lambda model, **kw: solved.append(model[1]["sigma"]) or solve(model, **kw))
+    shared = {v: headmodel.unseen_forward("quick", v, head, progress=False)
+              for v in headmodel.UNSEEN_VARIANTS}
+    skull = headmodel.UNSEEN_SKULL_S_PER_M
+    assert sorted(solved) == pytest.approx([0.005, skull])
+    assert sorted(p.name for p in (tmp_path / "quick" / "unseen").glob("bem_*")) == [
+        f"bem_{0.005:g}", f"bem_{skull:g}"]
+    # The same operators as with a solution of their own.
+    for variant in ("skull+electrodes", "sources"):
+        monkeypatch.setenv("SRCLIB_DATA_DIR", str(tmp_path / variant))
+        alone = headmodel.unseen_forward("quick", variant, head, progress=False)
+        assert np.allclose(alone["sol"]["data"], shared[variant]["sol"]["data"], rtol=1e-5,
+                           atol=1e-6 * np.abs(alone["sol"]["data"]).max())
+    assert len(solved) == 4
+
+
 def test_unseen_head_models_differ_by_the_stated_amounts(head):
     from srclib import headmodel
 
