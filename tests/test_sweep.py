@@ -225,3 +225,14 @@ def test_unseen_head_models_differ_by_the_stated_amounts(head):
     with pytest.raises(ValueError, match="test_head must be one of"):
         sweep.make_tasks(sweep.random_regions(head, 2, seed=3), [10.0], [5], 1.0,
                          test_head="unseen")
+
+
+def test_local_workers_start_without_dasks_malloc_trim_threshold():
+    """The trim threshold made a third of a worker's time page faults; the rest is kept."""
+    import dask
+
+    environ = sweep.worker_environment()
+    assert "MALLOC_TRIM_THRESHOLD_" not in environ
+    default = dask.config.get("distributed.nanny.pre-spawn-environ")
+    assert environ == {k: v for k, v in default.items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    assert environ.get("OMP_NUM_THREADS") == 1
