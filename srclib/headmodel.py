@@ -1002,25 +1002,40 @@ def unseen_forward(profile, variant, head=None, *, progress=True):
     settings, key = _unseen_settings(profile, variant, head)
     conductivity, shift = settings["conductivity"], settings["shift_mm"]
     folder = config.profile_dir(profile) / "unseen" / variant.replace("+", "_")
-    if not cache.is_valid(folder, key):
-        with cache.build_lock(folder):
-            if not cache.is_valid(folder, key):
-                t0 = time.perf_counter()
-                bem = unseen_bem_solution(profile, conductivity, head, progress=progress)
-                with cache.ArtifactFolder(folder, key, settings) as art, \
-                        tempfile.TemporaryDirectory() as subjects_dir:
-                    write_fsaverage_subject(subjects_dir)
-                    src = (_displaced_source_space(head, subjects_dir) if "sources" in variant
-                           else head.src)
-                    fwd = eeg_forward(displaced_info(shift, UNSEEN_SEED), src, bem)
-                    if fwd["nsource"] != head.n_dipoles:
-                        raise RuntimeError(f"the {variant!r} forward lost sources")
-                    mne.write_forward_solution(art.tmp / "fwd.fif", fwd, verbose="error")
-                    art.provenance["build_seconds"] = round(time.perf_counter() - t0, 1)
-                if progress:
-                    print(f"unseen head model {variant!r}: built in "
-                          f"{time.perf_counter() - t0:.0f} s -> {config.shown_path(folder)}")
+
+    def build(tmp):
+        bem = unseen_bem_solution(profile, conductivity, head, progress=progress)
+        with tempfile.TemporaryDirectory() as subjects_dir:
+            write_fsaverage_subject(subjects_dir)
+            src = (_displaced_source_space(head, subjects_dir) if "sources" in variant
+                   else head.src)
+            fwd = eeg_forward(displaced_info(shift, UNSEEN_SEED), src, bem)
+        if fwd["nsource"] != head.n_dipoles:
+            raise RuntimeError(f"the {variant!r} forward lost sources")
+        mne.write_forward_solution(tmp / "fwd.fif", fwd, verbose="error")
+
+    _build_once(folder, key, settings, build, f"unseen head model {variant!r}", progress)
     return mne.read_forward_solution(folder / "fwd.fif", verbose="error")
+
+
+def _build_once(folder, key, settings, build, what, progress):
+    """Build a cached folder with ``build(tmp)`` unless a valid one is stored.
+
+    One process builds it (under the folder's lock); the others wait and
+    read it. The build's time is stored in the provenance.
+    """
+    if cache.is_valid(folder, key):
+        return
+    with cache.build_lock(folder):
+        if cache.is_valid(folder, key):
+            return
+        t0 = time.perf_counter()
+        with cache.ArtifactFolder(folder, key, settings) as art:
+            build(art.tmp)
+            art.provenance["build_seconds"] = round(time.perf_counter() - t0, 1)
+        if progress:
+            print(f"{what}: built in {time.perf_counter() - t0:.0f} s -> "
+                  f"{config.shown_path(folder)}")
 
 
 def unseen_bem_solution(profile, conductivity, head=None, *, progress=True):
@@ -1056,26 +1071,20 @@ def unseen_bem_solution(profile, conductivity, head=None, *, progress=True):
                     mne=mne.__version__)
     key = cache.params_key(settings)
     folder = config.profile_dir(profile) / "unseen" / f"bem_{conductivity[1]:g}"
-    if not cache.is_valid(folder, key):
-        with cache.build_lock(folder):
-            if not cache.is_valid(folder, key):
-                t0 = time.perf_counter()
-                with cache.ArtifactFolder(folder, key, settings) as art, \
-                        tempfile.TemporaryDirectory() as subjects_dir:
-                    write_fsaverage_subject(subjects_dir)
-                    write_bem_surfaces(bem_surfaces(params["bem_ico_simulation"],
-                                                    params["skull_fraction"],
-                                                    params["skull_max_mm"]), subjects_dir)
-                    model = mne.make_bem_model(
-                        "fsaverage", ico=params["bem_ico_simulation"],
-                        conductivity=tuple(conductivity), subjects_dir=subjects_dir,
-                        verbose="error")
-                    bem = mne.make_bem_solution(model, solver="mne", verbose="error")
-                    mne.write_bem_solution(art.tmp / "bem-sol.fif", bem, verbose="error")
-                    art.provenance["build_seconds"] = round(time.perf_counter() - t0, 1)
-                if progress:
-                    print(f"unseen BEM solution (skull {conductivity[1]:g} S/m): built in "
-                          f"{time.perf_counter() - t0:.0f} s -> {config.shown_path(folder)}")
+
+    def build(tmp):
+        with tempfile.TemporaryDirectory() as subjects_dir:
+            write_fsaverage_subject(subjects_dir)
+            write_bem_surfaces(bem_surfaces(params["bem_ico_simulation"], params["skull_fraction"],
+                                            params["skull_max_mm"]), subjects_dir)
+            model = mne.make_bem_model("fsaverage", ico=params["bem_ico_simulation"],
+                                       conductivity=tuple(conductivity),
+                                       subjects_dir=subjects_dir, verbose="error")
+        bem = mne.make_bem_solution(model, solver="mne", verbose="error")
+        mne.write_bem_solution(tmp / "bem-sol.fif", bem, verbose="error")
+
+    _build_once(folder, key, settings, build,
+                f"unseen BEM solution (skull {conductivity[1]:g} S/m)", progress)
     return mne.read_bem_solution(folder / "bem-sol.fif", verbose="error")
 
 
