@@ -344,8 +344,8 @@ def worker_environment():
     temporary array of more than 128 kB back to the system when it is freed
     and fault it in afresh the next time. A task makes a few gigabytes of
     such temporaries (the solvers' source estimates, block by block): with
-    the setting, a third of a worker's time went to page faults (23 million
-    of them in 100 tasks). Without it the workers use glibc's defaults, as
+    the setting, 30 % of a worker's time went to page faults (23 million of
+    them in its first 50 or so paper-scale tasks). Without it the workers use glibc's defaults, as
     a serial run does. Workers of a cluster started elsewhere keep the
     environment they were started with; ``MALLOC_MMAP_THRESHOLD_=33554432``
     in it has the same effect (the book's "Re-running" page).
