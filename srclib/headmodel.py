@@ -503,11 +503,12 @@ def eeg_forward(info, src, bem):
     """MNE's EEG forward computation, with BLAS on one thread.
 
     Before it integrates, MNE checks that every source lies inside the inner
-    skull; that check solves a few thousand 3 x 3 systems one at a time, and
-    with a multi-threaded BLAS each tiny solve waits for the thread pool. On
-    two busy cores the check alone took 20 s instead of 0.02 s; on one
-    thread it is instant, and the rest of the computation does not use BLAS
-    threads much.
+    skull, from a Delaunay triangulation of the surface. On two busy cores,
+    with OpenBLAS on several threads, that step stalled for about 20 s in
+    about half of our builds (the same surface takes 0.02 s on its own);
+    with BLAS on one thread it never did. We did not find which thread it
+    waited for; the rest of the computation does not gain much from BLAS
+    threads.
 
     Parameters
     ----------
