@@ -129,12 +129,12 @@ def _number_tag(value):
     return text[:-2] if text.endswith(".0") else text
 
 
-def method_maps(head, model, eeg, c, method, rng, kernels=None):
-    """Activation maps (n_windows, N) of one method on a recording.
+def method_maps(head, model, eeg, c, method, rng):
+    """Activation maps (n_windows, N) of the LSTM or a reference on a recording.
 
-    ``model`` is the network for ``"LSTM"``; ``kernels`` maps a solver's name
-    to its inverse kernel, computed once for all recordings
-    (:func:`solver_kernels`); a solver without one has it computed here.
+    ``model`` is the network for ``"LSTM"``. The classical solvers' maps are
+    made together, by :func:`srclib.solvers.maps_from_kernels`
+    (:func:`evaluate_recording`).
     """
     n_windows = eeg.shape[1] // config.WINDOW
     if method == "Random":
@@ -143,9 +143,8 @@ def method_maps(head, model, eeg, c, method, rng, kernels=None):
         return metrics.perfect_prediction(c, n_windows)
     if method == "LSTM":
         return predict(model, windows_of(eeg))
-    if kernels is not None and method in kernels:
-        return solvers.maps_from_kernel(kernels[method], eeg, solvers.smoothing_matrix(head))
-    return solvers.activation_maps(head, eeg, method)
+    check_option("method", method, METHODS + solvers.EXTRA_SOLVERS)
+    raise ValueError(f"the maps of {method!r} come from solvers.maps_from_kernels")
 
 
 def solver_kernels(head, methods=METHODS, forward="inverse"):
@@ -196,15 +195,16 @@ def evaluate_recording(head, models, eeg, c, center, *, methods=METHODS, kernels
     t0 = time.perf_counter()
     # The solvers' maps at once: kernels that are another scaled per dipole
     # share its source estimates (solvers.maps_from_kernels).
-    shared = solvers.maps_from_kernels(
-        {m: kernels[m] for m in methods if kernels is not None and m in kernels}, eeg,
-        solvers.smoothing_matrix(head))
+    given = kernels or {}
+    kernels = {**solver_kernels(head, [m for m in methods if m not in given]), **given}
+    shared = solvers.maps_from_kernels({m: kernels[m] for m in methods if m in kernels}, eeg,
+                                       solvers.smoothing_matrix(head))
     seconds["solver maps"] = time.perf_counter() - t0
     for method in tqdm(methods, desc="methods", disable=not progress, leave=False):
         t0 = time.perf_counter()
         for training, model in enumerate(models if method == "LSTM" else [None]):
             maps = (shared.pop(method) if method in shared
-                    else method_maps(head, model, eeg, c, method, rng, kernels))
+                    else method_maps(head, model, eeg, c, method, rng))
             table = metrics.evaluate_windows(maps, c, center, head.positions)
             table["peak"] = np.argmax(maps, axis=1)  # as the localisation error reads it
             table.insert(0, "window", np.arange(len(table)))

@@ -497,7 +497,7 @@ def _scaled(k, base, scale, norm, rtol):
     return bool(np.all(residual <= rtol * np.maximum(norm, np.finfo(float).tiny)))
 
 
-def maps_from_kernels(kernels, eeg, smoothing, window=config.WINDOW, block=4):
+def maps_from_kernels(kernels, eeg, smoothing, window=config.WINDOW, block=4, bases=None):
     """:func:`maps_from_kernel` for several kernels at once.
 
     Kernels that are another scaled per dipole (:func:`scaled_kernels`)
@@ -510,6 +510,9 @@ def maps_from_kernels(kernels, eeg, smoothing, window=config.WINDOW, block=4):
     kernels : dict of str to ndarray, shape (N, 3, 64)
     eeg, smoothing, window, block
         As for :func:`maps_from_kernel`.
+    bases : dict | None
+        :func:`scaled_kernels` of ``kernels``, for callers that pass the
+        same kernels many times; found here if None.
 
     Returns
     -------
@@ -517,7 +520,7 @@ def maps_from_kernels(kernels, eeg, smoothing, window=config.WINDOW, block=4):
     """
     if not kernels:
         return {}
-    bases = scaled_kernels(kernels)
+    bases = scaled_kernels(kernels) if bases is None else bases
     n = next(iter(kernels.values())).shape[0]
     flat = {b: np.ascontiguousarray(np.reshape(kernels[b], (-1, np.shape(kernels[b])[-1])),
                                     np.float32)
@@ -684,6 +687,7 @@ def random_patch_experiment(head, methods=SOLVERS, *, n_patches=40, seed=12,
         raise ValueError(f"radius_range_mm must be increasing, got {radius_range_mm!r}")
     snr_db = check_snr(snr_db)
     kernels = _kernels(head, methods, kernels, forward)
+    bases = scaled_kernels(kernels)
     smoothing = smoothing_matrix(head)
     rng = np.random.default_rng(check_int("seed", seed, 0))
     centres = _test_dipoles(head, n_patches, rng)
@@ -692,7 +696,7 @@ def random_patch_experiment(head, methods=SOLVERS, *, n_patches=40, seed=12,
         radius = rng.uniform(low, high)
         c = simulation.grow_region(head, int(center), radius)
         eeg = simulation.simulate(head, c, int(center), config.WINDOW, snr_db, rng)
-        found = maps_from_kernels(kernels, eeg, smoothing)
+        found = maps_from_kernels(kernels, eeg, smoothing, bases=bases)
         maps = np.stack([found[m][0] for m in kernels])
         scores = metrics.evaluate_windows(maps, c, int(center), head.positions)
         scores.insert(0, "method", list(kernels))
