@@ -26,6 +26,7 @@ All coordinates handled by this module are fsaverage MRI coordinates
 
 import ctypes
 import ctypes.util
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 import hashlib
 import importlib
@@ -51,7 +52,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from . import cache, config
-from .check import check_number, check_option
+from .check import check_int, check_number, check_option
 
 #: The deep grey-matter structures of the source space (both hemispheres).
 STRUCTURES = ("Thalamus", "Caudate", "Putamen", "Pallidum", "Hippocampus", "Amygdala", "Accumbens")
@@ -1002,7 +1003,7 @@ def unseen_forward(profile, variant, head=None, *, progress=True):
     head = head_for(profile, head, progress=progress)
     settings, key = _unseen_settings(profile, variant, head)
     conductivity, shift = settings["conductivity"], settings["shift_mm"]
-    folder = config.profile_dir(profile) / "unseen" / variant.replace("+", "_")
+    folder = _unseen_folder(profile, variant)
 
     def build(tmp):
         bem = unseen_bem_solution(profile, conductivity, head, progress=progress)
@@ -1089,6 +1090,10 @@ def unseen_bem_solution(profile, conductivity, head=None, *, progress=True):
     return mne.read_bem_solution(folder / "bem-sol.fif", verbose="error")
 
 
+def _unseen_folder(profile, variant):
+    return config.profile_dir(profile) / "unseen" / variant.replace("+", "_")
+
+
 def _unseen_settings(profile, variant, head):
     """Everything an unseen head model is computed from, and its hash (the cache key)."""
     check_option("variant", variant, UNSEEN_VARIANTS)
@@ -1131,6 +1136,95 @@ def unseen_head(profile, variant, head=None, *, progress=True):
         moved["positions"], moved["normals"] = displaced_sources(head)
     return replace(head, fwd_simulation=unseen_forward(profile, variant, head, progress=progress),
                    _leadfields={}, **moved)
+
+
+def build_unseen_forwards(profile, head=None, *, variants=UNSEEN_VARIANTS, n_jobs=2,
+                          progress=True):
+    """Build the unseen head models that are not stored yet, ``n_jobs`` at a time.
+
+    Most of a variant's time is its BEM solution, whose computation MNE runs
+    mostly on one core. With ``n_jobs`` > 1 each variant is built in a
+    process of its own (:func:`start_worker`, BLAS on one thread), the
+    variants that bring a new skull conductivity first: the two BEM
+    solutions are then computed side by side, and the variants that follow
+    read them (:func:`unseen_bem_solution`).
+
+    Parameters
+    ----------
+    profile : ``"paper"`` | ``"quick"``
+    head : HeadModel | None
+    variants : sequence of str
+        Among :data:`UNSEEN_VARIANTS`.
+    n_jobs : int
+        Builds at a time; 1 builds them one by one in this process.
+    progress : bool
+
+    Returns
+    -------
+    built : list of str
+        The variants built now (the others were stored).
+    """
+    n_jobs = check_int("n_jobs", n_jobs, 1)
+    head = head_for(profile, head, progress=progress)
+    first, rest, conductivities = [], [], set()
+    for variant in variants:
+        settings, key = _unseen_settings(profile, variant, head)
+        if cache.is_valid(_unseen_folder(profile, variant), key):
+            continue
+        conductivity = tuple(settings["conductivity"])
+        (rest if conductivity in conductivities else first).append(variant)
+        conductivities.add(conductivity)
+    todo = first + rest
+    with tqdm(total=len(todo), desc="unseen head models", unit="model",
+              disable=not progress or not todo) as bar:
+        if n_jobs == 1 or len(todo) == 1:
+            for variant in todo:
+                unseen_forward(profile, variant, head, progress=False)
+                bar.update()
+        else:
+            _run_in_workers("srclib.headmodel._unseen_forward_job",
+                            [(profile, variant, head.provenance["key"]) for variant in todo],
+                            n_jobs, bar)
+    return todo
+
+
+def _unseen_forward_job(profile, variant, head_key):
+    """One unseen head model, built in a worker process on one BLAS thread."""
+    head = load_head_model(profile, progress=False)
+    if head.provenance["key"] != head_key:
+        raise RuntimeError(f"the stored {profile!r} head model is not the one the unseen "
+                           f"head models were asked for (key {head_key})")
+    with threadpool_limits(1):
+        unseen_forward(profile, variant, head, progress=False)
+    return variant
+
+
+def _run_in_workers(function, jobs, n_jobs, bar):
+    """Run ``function(*job)`` for every job in :func:`start_worker` processes, n_jobs at a time.
+
+    A job that fails raises, naming it with the end of its error output, and
+    the workers still running are stopped; so they are when this process is
+    interrupted.
+    """
+    workers = []
+
+    def run(job):
+        worker = start_worker(function, *job)
+        workers.append(worker)
+        _, err = worker.communicate()
+        if worker.returncode != 0:
+            raise RuntimeError(f"{function}{tuple(job)} failed:\n{err[-3000:]}")
+
+    pool = ThreadPoolExecutor(n_jobs)
+    try:
+        for future in as_completed([pool.submit(run, job) for job in jobs]):
+            future.result()
+            bar.update()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
 
 
 def source_adjacency(src, rr, compartment, spacing_mm):

@@ -86,7 +86,6 @@ input raises :class:`ValueError` naming the parameter.
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
-from scipy.stats import rankdata
 
 #: Metric names, in the order of the paper's tables.
 METRICS = ("MLE_mm", "AUC_close", "AUC_far", "DistRank", "PAS_mm", "FractionActive")
@@ -260,13 +259,22 @@ def _negative_sets(c, positions):
 
 
 def _mann_whitney_auc(y, positives, negatives):
-    """Exact AUC per row of ``y`` (n_windows, N) for index sets, ties = 1/2."""
+    """Exact AUC per row of ``y`` (n_windows, N) for index sets, ties = 1/2.
+
+    Mann-Whitney's U counts, over the positives, the negatives below each one
+    plus half of those equal to it. With each window's negatives sorted, two
+    binary searches per positive give both counts: the same integers as
+    ranking the union (:func:`scipy.stats.rankdata`), in a third of its time.
+    """
     n_pos, n_neg = positives.size, negatives.size
-    scores = np.concatenate([y[:, positives], y[:, negatives]], axis=1)
-    ranks = rankdata(scores, method="average", axis=1)
-    # Average ranks are multiples of 1/2 below 2**52: the sum is exact.
-    u = ranks[:, :n_pos].sum(axis=1) - n_pos * (n_pos + 1) / 2.0
-    return u / (n_pos * n_neg)
+    negative_scores = np.sort(y[:, negatives], axis=1)
+    positive_scores = np.sort(y[:, positives], axis=1)  # sorted: faster searches
+    twice_u = np.empty(y.shape[0])
+    for w, (neg, pos) in enumerate(zip(negative_scores, positive_scores)):
+        below = np.searchsorted(neg, pos, side="left").sum()
+        below_or_equal = np.searchsorted(neg, pos, side="right").sum()
+        twice_u[w] = below + below_or_equal  # exact: integers below 2**53
+    return twice_u / (2.0 * n_pos * n_neg)
 
 
 def roc_auc(y, positives, negatives):

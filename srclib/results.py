@@ -157,8 +157,8 @@ def solver_kernels(head, methods=METHODS, forward="inverse"):
             for m in methods if m in solvers.METHODS}
 
 
-def evaluate_recording(head, models, eeg, c, center, *, methods=METHODS, kernels=None, seed=0,
-                       progress=True):
+def evaluate_recording(head, models, eeg, c, center, *, methods=METHODS, kernels=None,
+                       bases=None, seed=0, progress=True):
     """Score every method on every window of a recording.
 
     Parameters
@@ -172,6 +172,10 @@ def evaluate_recording(head, models, eeg, c, center, *, methods=METHODS, kernels
     methods : sequence of str
     kernels : dict | None
         Solver kernels (:func:`solver_kernels`); None computes each solver's kernel here.
+    bases : dict | None
+        :func:`srclib.solvers.scaled_kernels` of the solvers' kernels among
+        ``methods``, for callers that score many recordings; found here if
+        None (or if it covers other solvers).
     seed : int
         Seeds the Random reference.
     progress : bool
@@ -197,8 +201,9 @@ def evaluate_recording(head, models, eeg, c, center, *, methods=METHODS, kernels
     # share its source estimates (solvers.maps_from_kernels).
     given = kernels or {}
     kernels = {**solver_kernels(head, [m for m in methods if m not in given]), **given}
-    shared = solvers.maps_from_kernels({m: kernels[m] for m in methods if m in kernels}, eeg,
-                                       solvers.smoothing_matrix(head))
+    used = {m: kernels[m] for m in methods if m in kernels}
+    shared = solvers.maps_from_kernels(used, eeg, solvers.smoothing_matrix(head),
+                                       bases=bases if bases and set(bases) == set(used) else None)
     seconds["solver maps"] = time.perf_counter() - t0
     for method in tqdm(methods, desc="methods", disable=not progress, leave=False):
         t0 = time.perf_counter()
@@ -248,6 +253,7 @@ def evaluate_recordings(head, models, spec, params, *, methods=METHODS, progress
     """
     t0 = time.perf_counter()
     kernels = solver_kernels(head, methods)
+    bases = solvers.scaled_kernels(kernels)
     seconds = dict(kernels=time.perf_counter() - t0)
     parts, examples = [], None
     seeds = recording_seeds(params["seed"], params["n_recordings"])
@@ -255,7 +261,8 @@ def evaluate_recordings(head, models, spec, params, *, methods=METHODS, progress
         eeg, c, center = regions.region_recording(head, spec, params["duration_s"],
                                                   params["snr_db"], seed, order=params["order"])
         part, found, took = evaluate_recording(head, models, eeg, c, center, methods=methods,
-                                               kernels=kernels, seed=seed, progress=progress)
+                                               kernels=kernels, bases=bases, seed=seed,
+                                               progress=progress)
         part.insert(1, "recording", k)
         parts.append(part)
         examples = found if examples is None else examples

@@ -187,8 +187,9 @@ _STATE = {}
 def worker_state(profile):
     """The head model, networks and solver kernels of a profile, loaded once per process.
 
-    The kernels of a forward operator are computed the first time a task asks
-    for them (``state["kernels"][forward]``), once per process.
+    The kernels of a forward operator, with their scaled groups
+    (:func:`srclib.solvers.scaled_kernels`), are computed the first time a
+    task asks for them (``state["kernels"][forward]``), once per process.
     """
     if _STATE.get("profile") != profile:
         _STATE.clear()
@@ -210,10 +211,11 @@ def _test_head(state, test_head):
 
 
 def _kernels_for(state, forward):
-    """The solver kernels of one forward operator, computed once per process."""
+    """The solver kernels of one forward operator and their scaled groups, once per process."""
     if forward not in state["kernels"]:
         with threadpool_limits(1):
-            state["kernels"][forward] = results.solver_kernels(state["head"], forward=forward)
+            kernels = results.solver_kernels(state["head"], forward=forward)
+            state["kernels"][forward] = kernels, solvers.scaled_kernels(kernels)
     return state["kernels"][forward]
 
 
@@ -250,9 +252,10 @@ def run_task(task, profile):
                            if "sources" in test_head else c)
             eeg = simulate(simulated, c_simulated, center, n_times, snr_db,
                            np.random.default_rng(seed))
+            kernels, bases = _kernels_for(state, forward)
             per_window, _, _ = results.evaluate_recording(
-                head, state["models"], eeg, c, center, kernels=_kernels_for(state, forward),
-                seed=seed, progress=False)
+                head, state["models"], eeg, c, center, kernels=kernels, bases=bases, seed=seed,
+                progress=False)
     finally:
         torch.set_num_threads(threads)
     scores = metrics.summarize(per_window).reset_index()

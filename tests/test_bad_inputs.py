@@ -12,7 +12,7 @@ import string
 import numpy as np
 import pytest
 
-from srclib import metrics, regions, results, solvers
+from srclib import headmodel, metrics, regions, results, solvers
 
 
 def region_parameters(head, **bad):
@@ -62,6 +62,10 @@ def evaluate(head, **bad):
     c[:5] = [1.0, 0.5, 0.5, 0.2, 0.1]
     kwargs = dict(y=c, c=c, center=0, positions=head.positions)
     return metrics.evaluate(**dict(kwargs, **bad))
+
+
+def build_unseen_forwards(head, **bad):
+    return headmodel.build_unseen_forwards("quick", head, **dict(dict(progress=False), **bad))
 
 
 def load_region(head, **bad):
@@ -162,6 +166,8 @@ ROWS = [
     (activation_maps, "eeg", np.zeros((32, 100)), ["(64, n_times)", "(32, 100)"]),
     (activation_maps, "eeg", np.zeros((64, 10)), ["at least one window of 50", "10"]),
     (inverse_kernel, "lambda2", -1.0, ["finite number > 0", "-1"]),
+    (build_unseen_forwards, "n_jobs", 0, ["an integer >= 1", "0"]),
+    (build_unseen_forwards, "n_jobs", 1.5, ["an integer >= 1", "1.5"]),
     # metrics: positions in metres
     (evaluate, "positions", FromHead("positions in mm", lambda head: head.positions * 1000),
      ["metres", MM, "positions / 1000", "spanning 1"]),

@@ -183,6 +183,29 @@ def test_unseen_head_models_share_one_bem_solution_per_skull(head, tmp_path, mon
     assert len(solved) == 4
 
 
+@pytest.mark.slow
+def test_unseen_head_models_built_two_at_a_time_match_those_built_one_by_one(head, tmp_path,
+                                                                            monkeypatch):
+    """Worker processes build the same operators, the new conductivities first, and only once."""
+    from srclib import config, headmodel
+
+    stored = config.profile_dir("quick") / "headmodel"
+    built = {}
+    for n_jobs in (1, 2):
+        (tmp_path / str(n_jobs) / "quick").mkdir(parents=True)
+        (tmp_path / str(n_jobs) / "quick" / "headmodel").symlink_to(stored)
+        monkeypatch.setenv("SRCLIB_DATA_DIR", str(tmp_path / str(n_jobs)))
+        order = headmodel.build_unseen_forwards("quick", head, n_jobs=n_jobs, progress=False)
+        assert order[:2] == ["skull", "electrodes"]  # one per skull conductivity
+        assert sorted(order) == sorted(headmodel.UNSEEN_VARIANTS)
+        assert headmodel.build_unseen_forwards("quick", head, n_jobs=n_jobs, progress=False) == []
+        built[n_jobs] = {v: headmodel.unseen_forward("quick", v, head, progress=False)["sol"]["data"]
+                         for v in headmodel.UNSEEN_VARIANTS}
+    for variant, one_by_one in built[1].items():
+        assert np.allclose(built[2][variant], one_by_one, rtol=1e-6,
+                           atol=1e-9 * np.abs(one_by_one).max()), variant
+
+
 def test_unseen_head_models_differ_by_the_stated_amounts(head):
     from srclib import headmodel
 
