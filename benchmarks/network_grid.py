@@ -86,6 +86,13 @@ GRIDS = {
         dict(name="curve: 4,000 windows", **BOOK, out_rank=256, batch_size=128,
              n_steps=6400, n_train=4000),
     ],
+    # One more point of the learning curve, beyond the stored set: 100,000
+    # windows fresh from the sampler (--windows sampler, seed 1; not a
+    # superset of the book's windows), the same configuration and steps.
+    "curve_more": [
+        dict(name="curve: 100,000 windows", **BOOK, out_rank=256, batch_size=128,
+             n_steps=6400, n_train=100_000),
+    ],
     "smoke": [
         dict(name="tiny", embed_dim=8, hidden_dim=8, fc_dims=[16, 16, 16], n_steps=4,
              n_train=200),

@@ -113,11 +113,11 @@ _PAPER = {
         # n_snr_regions of them (evenly spread over the table) at every SNR of
         # snrs_db; the same subset for the inverse-crime control and the five
         # unseen head models (srclib.headmodel.UNSEEN_VARIANTS), and regions
-        # A-D at every SNR: 300 tasks. On two idle cores the page took 22 min
-        # with its unseen forwards stored (about 4.3 s per task on two
-        # workers), and the forwards take 5.5 min more the first time (two
-        # BEM solutions, five forward operators); later builds read the
-        # stored tasks back.
+        # A-D at every SNR: 300 tasks. On two idle cores the page took 19.3
+        # min from nothing: 3.7 min for the unseen forwards (two BEM
+        # solutions, five forward operators, built two at a time), 15.2 min
+        # for the tasks (about 3.0 s per task on two workers); later builds
+        # read the stored tasks back.
         "n_regions": 100,
         "region_seed": 2026,
         "radius_range_mm": [10.0, 60.0],

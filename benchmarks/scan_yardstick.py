@@ -1,0 +1,155 @@
+"""What the data allow: a scanning estimator that knows the simulator's spatial model.
+
+A yardstick for the network, not a tenth solver. For every candidate region
+(each dipole as a centre, a grid of radii, the book's coefficient profile,
+grown as the simulator grows it) the estimator computes the generalised
+likelihood-ratio statistic of a window: the energy of the spatially whitened
+window along the region's scalp pattern. A cortical centre has one pattern
+(its dipoles point along their normals); a subcortical centre has three, one
+per component of the deep orientation the simulator draws, and its
+statistic is the largest over orientations (the top eigenvalue of a 3 x 3
+matrix). The centre of the best candidate is the estimate.
+
+It knows the simulation forward operator, the region shapes and the profile,
+which the network has to learn from examples; it does not know the window's
+centre, radius, orientation or SNR. With ``compartment known`` it is told
+the compartment too, and scans that compartment's candidates only (three
+free orientation components favour subcortical candidates when it must
+choose). The whitening is the network's (:func:`srclib.network.fit_whitener`
+on windows of another seed). It is scored on the fresh windows of
+``benchmarks/heldout.py`` (seed 424242, 10 dB) with the same medians, beside
+the book's networks on the same windows.
+
+Example::
+
+    python benchmarks/scan_yardstick.py --profile paper --n 2000
+"""
+
+import argparse
+import json
+from pathlib import Path
+import time
+
+import numpy as np
+from scipy import sparse
+from tqdm.auto import tqdm
+
+from srclib import config, network, sampler, simulation
+from srclib.headmodel import load_head_model
+
+HELDOUT_SEED = 424242  # benchmarks/heldout.py
+WHITENER_SEED = 515151
+RADII_MM = (6.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0)
+OUT = Path(__file__).with_name("scan_yardstick_cpu.jsonl")
+
+
+def candidate_regions(head, radii_mm=RADII_MM):
+    """Every dipole as a centre at every radius: sparse coefficients (N, n_candidates)."""
+    columns, centres = [], []
+    for radius in radii_mm:
+        for j in tqdm(range(head.n_dipoles), desc=f"regions of {radius:g} mm", leave=False):
+            columns.append(sparse.csc_matrix(simulation.grow_region(head, j, radius)[:, None]))
+            centres.append(j)
+    return sparse.hstack(columns).tocsc(), np.array(centres)
+
+
+def whitened_patterns(head, coefficients, centres, whitener):
+    """Unit scalp patterns of the candidates, average-referenced and whitened.
+
+    Returns
+    -------
+    cortical : ndarray, shape (64, n_cortical_candidates)
+    deep : ndarray, shape (n_deep_candidates, 64, 3)
+        An orthonormal basis of each subcortical candidate's patterns.
+    """
+    lf = head.leadfield("simulation")  # (64, N, 3)
+    deep_centre = ~head.is_cortical[centres]
+    normal_gains = np.einsum("cnk,nk->cn", lf, np.where(head.is_cortical[:, None],
+                                                        head.normals, 0.0))
+    cortical = whitener @ simulation.average_reference(
+        np.asarray(coefficients[:, ~deep_centre].T @ normal_gains.T).T)
+    cortical /= np.linalg.norm(cortical, axis=0, keepdims=True)
+    deep_c = coefficients[:, deep_centre]
+    deep = np.stack([whitener @ simulation.average_reference(
+        np.asarray(deep_c.T @ lf[:, :, k].T).T) for k in range(3)], axis=-1)  # (64, K, 3)
+    deep, _ = np.linalg.qr(np.moveaxis(deep, 1, 0))  # (K, 64, 3), orthonormal columns
+    return cortical, deep
+
+
+def scan(X, cortical, deep, whitener, block=4):
+    """Each window's best cortical and best subcortical candidate, and their statistics."""
+    best = {k: np.empty(len(X), int) for k in ("cortex", "deep")}
+    stat = {k: np.empty(len(X)) for k in ("cortex", "deep")}
+    for w0 in tqdm(range(0, len(X), block), desc="windows", leave=False):
+        x = np.asarray(X[w0 : w0 + block], np.float64)
+        x = whitener @ simulation.average_reference(x)  # (b, 64, T)
+        s_ctx = np.einsum("bct,ck->bkt", x, cortical, optimize=True)
+        s_ctx = np.einsum("bkt,bkt->bk", s_ctx, s_ctx)
+        y = np.einsum("bct,kcj->bktj", x, deep, optimize=True)
+        gram = np.einsum("bkti,bktj->bkij", y, y)
+        s_deep = np.linalg.eigvalsh(gram)[..., -1]
+        for name, s in (("cortex", s_ctx), ("deep", s_deep)):
+            best[name][w0 : w0 + len(x)] = s.argmax(1)
+            stat[name][w0 : w0 + len(x)] = s.max(1)
+    return best, stat
+
+
+def medians(errors, meta):
+    out = {}
+    for name, deep in (("cortex", False), ("deep", True)):
+        comp = meta["subcortical"] == deep
+        out[f"{name}_r20_mm"] = round(float(np.median(errors[comp & (meta["radius_mm"] >= 20)])), 1)
+        out[f"{name}_all_mm"] = round(float(np.median(errors[comp])), 1)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--profile", default="paper", choices=sorted(config.PROFILES))
+    p.add_argument("--n", type=int, default=2000, help="fresh windows")
+    p.add_argument("--snr-db", type=float, default=10.0, help="their SNR")
+    p.add_argument("--n-whitener", type=int, default=4000, help="windows the whitening is fit on")
+    p.add_argument("--out", type=Path, default=OUT, help="JSON lines file the result is added to")
+    args = p.parse_args(argv)
+    head = load_head_model(args.profile, progress=False)
+    t0 = time.perf_counter()
+    coefficients, centres = candidate_regions(head)
+    W_fit = sampler.training_set(head, args.n_whitener, np.random.default_rng(WHITENER_SEED),
+                                 progress=False)[0]
+    whitener = network.fit_whitener(W_fit).numpy().astype(np.float64)
+    cortical, deep = whitened_patterns(head, coefficients, centres, whitener)
+    t_setup = time.perf_counter() - t0
+    X, _, meta = sampler.training_set(head, args.n, np.random.default_rng(HELDOUT_SEED),
+                                      snr_range_db=(args.snr_db, args.snr_db), progress=False,
+                                      return_meta=True)
+    t0 = time.perf_counter()
+    best, stat = scan(X, cortical, deep, whitener)
+    t_scan = time.perf_counter() - t0
+    deep_centre = ~head.is_cortical[centres]
+    centre = {"cortex": centres[~deep_centre][best["cortex"]],
+              "deep": centres[deep_centre][best["deep"]]}
+    truth = meta["center"].astype(int)
+
+    def error(estimate):
+        return 1000 * np.linalg.norm(head.positions[estimate] - head.positions[truth], axis=1)
+
+    known = np.where(meta["subcortical"], centre["deep"], centre["cortex"])
+    unknown = np.where(stat["deep"] > stat["cortex"], centre["deep"], centre["cortex"])
+    networks = []
+    for model in network.load_models(args.profile, head=head, progress=False):
+        peaks = network.predict(model, X).argmax(1)  # the localisation error's peak
+        networks.append(medians(error(peaks), meta))
+    report = dict(profile=args.profile, n=args.n, seed=HELDOUT_SEED, snr_db=args.snr_db,
+                  radii_mm=list(RADII_MM), n_candidates=len(centres),
+                  compartment_known=medians(error(known), meta),
+                  compartment_unknown=medians(error(unknown), meta),
+                  compartment_right=round(float(np.mean(
+                      (stat["deep"] > stat["cortex"]) == meta["subcortical"])), 3),
+                  networks=networks, setup_s=round(t_setup, 1), scan_s=round(t_scan, 1))
+    print(json.dumps(report))
+    with open(args.out, "a") as fid:
+        fid.write(json.dumps(report) + "\n")
+
+
+if __name__ == "__main__":
+    main()
