@@ -93,6 +93,12 @@ GRIDS = {
         dict(name="curve: 100,000 windows", **BOOK, out_rank=256, batch_size=128,
              n_steps=6400, n_train=100_000),
     ],
+    # The training configuration `long` (four times the steps, meant for a
+    # GPU) on the book's stored windows (--windows book), on two CPU cores.
+    "long": [
+        dict(name="long: 25,600 steps, the book's 40,000 windows", **BOOK, out_rank=256,
+             batch_size=128, n_steps=25_600),
+    ],
     "smoke": [
         dict(name="tiny", embed_dim=8, hidden_dim=8, fc_dims=[16, 16, 16], n_steps=4,
              n_train=200),

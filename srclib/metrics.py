@@ -264,7 +264,7 @@ def _mann_whitney_auc(y, positives, negatives):
     Mann-Whitney's U counts, over the positives, the negatives below each one
     plus half of those equal to it. With each window's negatives sorted, two
     binary searches per positive give both counts: the same integers as
-    ranking the union (:func:`scipy.stats.rankdata`), in a third of its time.
+    ranking the union (:func:`scipy.stats.rankdata`), two to four times faster.
     """
     n_pos, n_neg = positives.size, negatives.size
     negative_scores = np.sort(y[:, negatives], axis=1)
