@@ -131,13 +131,22 @@ def parse_args(argv=None):
 def heldout_medians(model, X, meta, positions):
     """Median localisation error (mm) by compartment, radius >= 20 mm and all radii."""
     peak = network.predict(model, X).argmax(1)
-    error = 1000.0 * np.linalg.norm(positions[peak] - positions[meta["center"]], axis=1)
+    return compartment_medians(peak, meta, positions, prefix="heldout_")
+
+
+def compartment_medians(estimate, meta, positions, prefix=""):
+    """Median distance (mm) from estimated to true centres, by compartment and radius.
+
+    Keys ``<prefix><cortex|deep>_<r20|all>_mm``: regions of 20 mm or more,
+    and all radii.
+    """
+    error = 1000.0 * np.linalg.norm(positions[estimate] - positions[meta["center"]], axis=1)
     out = {}
     for name, deep in (("cortex", False), ("deep", True)):
         comp = meta["subcortical"] == deep
-        out[f"heldout_{name}_r20_mm"] = round(float(np.median(
+        out[f"{prefix}{name}_r20_mm"] = round(float(np.median(
             error[comp & (meta["radius_mm"] >= 20)])), 1)
-        out[f"heldout_{name}_all_mm"] = round(float(np.median(error[comp])), 1)
+        out[f"{prefix}{name}_all_mm"] = round(float(np.median(error[comp])), 1)
     return out
 
 

@@ -16,9 +16,9 @@ centre, radius, orientation or SNR. With ``compartment known`` it is told
 the compartment too, and scans that compartment's candidates only (three
 free orientation components favour subcortical candidates when it must
 choose). The whitening is the network's (:func:`srclib.network.fit_whitener`
-on windows of another seed). It is scored on the fresh windows of
-``benchmarks/heldout.py`` (seed 424242, 10 dB) with the same medians, beside
-the book's networks on the same windows.
+on windows of another seed). It is scored on the learning curve's fresh
+windows (``benchmarks/network_grid.py``: seed 424242, 10 dB) with that
+script's medians, beside the book's networks on the same windows.
 
 Example::
 
@@ -34,10 +34,10 @@ import numpy as np
 from scipy import sparse
 from tqdm.auto import tqdm
 
+from network_grid import HELDOUT_SEED, compartment_medians
 from srclib import config, network, sampler, simulation
 from srclib.headmodel import load_head_model
 
-HELDOUT_SEED = 424242  # benchmarks/heldout.py
 WHITENER_SEED = 515151
 RADII_MM = (6.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0)
 OUT = Path(__file__).with_name("scan_yardstick_cpu.jsonl")
@@ -94,15 +94,6 @@ def scan(X, cortical, deep, whitener, block=4):
     return best, stat
 
 
-def medians(errors, meta):
-    out = {}
-    for name, deep in (("cortex", False), ("deep", True)):
-        comp = meta["subcortical"] == deep
-        out[f"{name}_r20_mm"] = round(float(np.median(errors[comp & (meta["radius_mm"] >= 20)])), 1)
-        out[f"{name}_all_mm"] = round(float(np.median(errors[comp])), 1)
-    return out
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--profile", default="paper", choices=sorted(config.PROFILES))
@@ -128,21 +119,20 @@ def main(argv=None):
     deep_centre = ~head.is_cortical[centres]
     centre = {"cortex": centres[~deep_centre][best["cortex"]],
               "deep": centres[deep_centre][best["deep"]]}
-    truth = meta["center"].astype(int)
 
-    def error(estimate):
-        return 1000 * np.linalg.norm(head.positions[estimate] - head.positions[truth], axis=1)
+    def medians(estimate):
+        return compartment_medians(estimate, meta, head.positions)
 
     known = np.where(meta["subcortical"], centre["deep"], centre["cortex"])
     unknown = np.where(stat["deep"] > stat["cortex"], centre["deep"], centre["cortex"])
     networks = []
     for model in network.load_models(args.profile, head=head, progress=False):
         peaks = network.predict(model, X).argmax(1)  # the localisation error's peak
-        networks.append(medians(error(peaks), meta))
+        networks.append(medians(peaks))
     report = dict(profile=args.profile, n=args.n, seed=HELDOUT_SEED, snr_db=args.snr_db,
                   radii_mm=list(RADII_MM), n_candidates=len(centres),
-                  compartment_known=medians(error(known), meta),
-                  compartment_unknown=medians(error(unknown), meta),
+                  compartment_known=medians(known),
+                  compartment_unknown=medians(unknown),
                   compartment_right=round(float(np.mean(
                       (stat["deep"] > stat["cortex"]) == meta["subcortical"])), 3),
                   networks=networks, setup_s=round(t_setup, 1), scan_s=round(t_scan, 1))

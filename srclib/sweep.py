@@ -348,10 +348,11 @@ def worker_environment():
     and fault it in afresh the next time. A task makes a few gigabytes of
     such temporaries (the solvers' source estimates, block by block): with
     the setting, 30 % of a worker's time went to page faults (23 million of
-    them in its first 50 or so paper-scale tasks). Without it the workers use glibc's defaults, as
-    a serial run does. Workers of a cluster started elsewhere keep the
-    environment they were started with; ``MALLOC_MMAP_THRESHOLD_=33554432``
-    in it has the same effect (the book's "Re-running" page).
+    them in its first 50 or so paper-scale tasks). Without it the workers use
+    glibc's defaults, as a serial run does. Workers of a cluster started
+    elsewhere keep the environment they were started with;
+    ``MALLOC_MMAP_THRESHOLD_=33554432`` in it has the same effect (the book's
+    "Re-running" page).
 
     Returns
     -------
