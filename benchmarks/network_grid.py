@@ -94,8 +94,11 @@ GRIDS = {
              n_steps=6400, n_train=100_000),
     ],
     # The training configuration `long` (four times the steps, meant for a
-    # GPU) on the book's stored windows (--windows book), on two CPU cores.
+    # GPU) on the book's stored windows (--windows book), on two CPU cores,
+    # after the book's first network as stored (the standard 6400 steps on
+    # the same windows with the same seed).
     "long": [
+        dict(name="steps: the book's first network, 6400 steps", stored=True),
         dict(name="long: 25,600 steps, the book's 40,000 windows", **BOOK, out_rank=256,
              batch_size=128, n_steps=25_600),
     ],

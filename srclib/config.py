@@ -109,15 +109,12 @@ _PAPER = {
         # Random held-out regions of the generalisation chapter
         # (srclib.sweep.random_regions: half cortical, half subcortical,
         # stratified by depth), drawn from their own seed stream; each scored on
-        # one recording of duration_s (60 windows) at snr_db, and a subset of
-        # n_snr_regions of them (evenly spread over the table) at every SNR of
-        # snrs_db; the same subset for the inverse-crime control and the five
-        # unseen head models (srclib.headmodel.UNSEEN_VARIANTS), and regions
-        # A-D at every SNR: 300 tasks. On two idle cores the page took 19.3
-        # min from nothing: 3.7 min for the unseen forwards (two BEM
-        # solutions, five forward operators, built two at a time), 15.2 min
-        # for the tasks (about 3.0 s per task on two workers); later builds
-        # read the stored tasks back.
+        # one recording of duration_s (60 windows) at snr_db. The SNR sweep
+        # scores a subset of n_snr_regions of them (evenly spread over the
+        # table) and regions A-D at every SNR of snrs_db, on shorter recordings
+        # of snr_duration_s, and the subset again for the inverse-crime control
+        # and on the five unseen head models (srclib.headmodel.UNSEEN_VARIANTS).
+        # Timings: the README.
         "n_regions": 100,
         "region_seed": 2026,
         "radius_range_mm": [10.0, 60.0],
@@ -126,6 +123,7 @@ _PAPER = {
         "snr_db": 10.0,
         "snrs_db": [-5.0, 0.0, 5.0, 10.0, 15.0, 20.0],
         "n_snr_regions": 16,
+        "snr_duration_s": 4.0,
     },
 }
 
@@ -134,7 +132,8 @@ _QUICK["headmodel"].update(
     cortex_spacing="oct4", subcortical_spacing_mm=7.0, bem_ico_inverse=2, bem_ico_simulation=3
 )
 _QUICK["simulation"].update(n_train=1000, region_recordings=3, region_duration_s=6.0)
-_QUICK["generalisation"].update(n_regions=16, n_snr_regions=4, duration_s=6.0)
+_QUICK["generalisation"].update(n_regions=16, n_snr_regions=4, duration_s=6.0,
+                                snr_duration_s=3.0)
 _QUICK["network"].update(
     embed_dim=32, hidden_dim=64, fc_dims=[128, 256, 512], out_rank=128, n_steps=120,
     batch_size=64, n_networks=2,

@@ -495,7 +495,7 @@ def fraction_active(y, c):
 # --------------------------------------------------------------------------
 
 
-def evaluate(y, c, center, positions):
+def evaluate(y, c, center, positions, negatives=None):
     """Compute the six localisation metrics.
 
     Parameters
@@ -509,6 +509,10 @@ def evaluate(y, c, center, positions):
         of ``c``.
     positions : array, shape (N, 3)
         Dipole positions in metres.
+    negatives : tuple of 2 arrays | None
+        The region's close and far negative dipoles,
+        :func:`negative_sets` of ``c`` and ``positions``, for callers that
+        score many maps of one region; found here if None.
 
     Returns
     -------
@@ -522,7 +526,8 @@ def evaluate(y, c, center, positions):
     c = _check_c(c, n)
     center = _check_center(center, n, c)
     y2, single = _check_y(y, n)
-    close, far = _negative_sets(c, positions)  # once, shared by all windows
+    # Once, shared by all windows.
+    close, far = _negative_sets(c, positions) if negatives is None else negatives
     region = c > 0
     positives = np.flatnonzero(region)
     values = {
@@ -536,14 +541,14 @@ def evaluate(y, c, center, positions):
     return {name: _output(values[name], single) for name in METRICS}
 
 
-def evaluate_windows(y, c, center, positions):
+def evaluate_windows(y, c, center, positions, negatives=None):
     """Compute the six metrics as a table, one row per window.
 
     Parameters
     ----------
     y : array, shape (N,) or (n_windows, N)
         Predicted values in [0, 1]; a single window gives a one-row table.
-    c, center, positions
+    c, center, positions, negatives
         As in :func:`evaluate`.
 
     Returns
@@ -554,7 +559,7 @@ def evaluate_windows(y, c, center, positions):
     y = np.asarray(y)
     if y.ndim == 1:
         y = y[None, :]
-    values = evaluate(y, c, center, positions)
+    values = evaluate(y, c, center, positions, negatives)
     table = pd.DataFrame({name: values[name] for name in METRICS})
     table.index.name = "window"
     return table

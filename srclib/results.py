@@ -205,12 +205,13 @@ def evaluate_recording(head, models, eeg, c, center, *, methods=METHODS, kernels
     shared = solvers.maps_from_kernels(used, eeg, solvers.smoothing_matrix(head),
                                        bases=bases if bases and set(bases) == set(used) else None)
     seconds["solver maps"] = time.perf_counter() - t0
+    negatives = metrics.negative_sets(c, head.positions)  # the region's, for every method
     for method in tqdm(methods, desc="methods", disable=not progress, leave=False):
         t0 = time.perf_counter()
         for training, model in enumerate(models if method == "LSTM" else [None]):
             maps = (shared.pop(method) if method in shared
                     else method_maps(head, model, eeg, c, method, rng))
-            table = metrics.evaluate_windows(maps, c, center, head.positions)
+            table = metrics.evaluate_windows(maps, c, center, head.positions, negatives)
             table["peak"] = np.argmax(maps, axis=1)  # as the localisation error reads it
             table.insert(0, "window", np.arange(len(table)))
             table.insert(0, "training", training if method == "LSTM" else -1)

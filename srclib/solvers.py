@@ -525,8 +525,9 @@ def maps_from_kernels(kernels, eeg, smoothing, window=config.WINDOW, block=4, ba
     flat = {b: np.ascontiguousarray(np.reshape(kernels[b], (-1, np.shape(kernels[b])[-1])),
                                     np.float32)
             for b in {of for of, _ in bases.values()}}
-    scales = {m: scale.astype(np.float32)[:, None] for m, (_, scale) in bases.items()}
-    smoothing = smoothing.astype(np.float32)
+    # A method's scale per dipole folded into its smoothing: S (s * a) = (S diag(s)) a.
+    smoothers = {m: (smoothing @ sparse.diags(scale)).astype(np.float32).tocsr()
+                 for m, (_, scale) in bases.items()}
     n_windows = eeg.shape[1] // window
     maps = {m: np.empty((n_windows, n)) for m in kernels}
     for w0 in range(0, n_windows, block):
@@ -537,9 +538,13 @@ def maps_from_kernels(kernels, eeg, smoothing, window=config.WINDOW, block=4, ba
             amplitude = np.sqrt(np.einsum("nkt,nkt->nt", current, current))
             for m, (of, _) in bases.items():
                 if of == base:
-                    power = smoothing @ (scales[m] * amplitude)  # float32 sparse product
-                    power /= np.maximum(power.max(0, keepdims=True), np.finfo(np.float32).tiny)
-                    maps[m][w0:w1] = power.reshape(n, w1 - w0, window).mean(2).T
+                    power = smoothers[m] @ amplitude  # float32 sparse product
+                    # Each sample divided by its peak, then averaged over its
+                    # window: one matrix-vector product per window.
+                    weight = 1.0 / np.maximum(power.max(0), np.finfo(np.float32).tiny)
+                    for w in range(w1 - w0):
+                        t = slice(w * window, (w + 1) * window)
+                        maps[m][w0 + w] = power[:, t] @ weight[t] / window
     return maps
 
 

@@ -296,7 +296,8 @@ def run_sweep(tasks, profile, *, scheduler=None, n_workers=2, progress=True):
     -------
     scores : pandas.DataFrame
         The rows of every task that succeeded (see :func:`run_task`), in the
-        order of ``tasks``.
+        order of ``tasks``; a task given more than once (the same settings)
+        is run and returned once.
     failures : dict
         ``task name -> error message`` of the tasks that failed.
     """
@@ -305,7 +306,8 @@ def run_sweep(tasks, profile, *, scheduler=None, n_workers=2, progress=True):
         raise ValueError(f"scheduler must be None, 'serial' or a scheduler address, "
                          f"got {scheduler!r}")
     context = sweep_context(profile)
-    tasks = [dict(t, task=task_id(t, context)) for t in tasks]
+    tasks = list({t["task"]: t for t in (dict(t, task=task_id(t, context))
+                                          for t in tasks)}.values())
     folder = config.profile_dir(profile) / "sweep"
     folder.mkdir(parents=True, exist_ok=True)
     cache.remove_stale(folder)

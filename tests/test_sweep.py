@@ -58,6 +58,9 @@ def test_local_cluster_gives_the_serial_numbers_and_a_finished_sweep_is_reused(
     # The same tasks again: read back, nothing recomputed.
     again, _ = sweep.run_sweep(tasks, "quick", scheduler="serial", progress=False)
     pd.testing.assert_frame_equal(again, serial)
+    # A task given twice (a region in two of a page's task lists) comes back once.
+    twice, _ = sweep.run_sweep(tasks + tasks[:1], "quick", scheduler="serial", progress=False)
+    pd.testing.assert_frame_equal(twice, serial)
     assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.csv")} == files
     # On a LocalCluster of two workers, from nothing: the same numbers.
     for path in folder.glob("*.csv"):
