@@ -255,6 +255,54 @@ benchmark("training_contention", "beside a busy process <= 2x alone")("""
     out(**result)
 """)
 
+benchmark("training_side_by_side", "side by side >= 1.3x the steps/s of one alone")("""
+    # Optimiser steps of the profile's network on synthetic windows: one
+    # training on every core, then as many trainings side by side as
+    # network.training_threads plans (each on its share of the cores), the
+    # way network.train_models runs them on a CPU.
+    import json, subprocess, sys
+    from srclib import config, network
+    from srclib.headmodel import load_head_model
+    n_dipoles = load_head_model(PROFILE, progress=False).n_dipoles
+    child = '''
+    import json, sys, time
+    import srclib
+    import torch
+    from srclib import config, network
+    profile, n_dipoles, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    torch.set_num_threads(threads)
+    p = config.get_params(profile, "network")
+    torch.manual_seed(0)
+    model = network.SourceLSTM(n_dipoles, p["embed_dim"], p["hidden_dim"], p["fc_dims"],
+                               dropout=p["dropout"], out_rank=p.get("out_rank"))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    X = torch.randn(p["batch_size"], 64, 50)
+    Y = torch.rand(p["batch_size"], n_dipoles)
+    def step():
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.binary_cross_entropy_with_logits(model(X), Y).backward()
+        opt.step()
+    for _ in range(5):
+        step()
+    t0, n = time.perf_counter(), 40
+    for _ in range(n):
+        step()
+    print(json.dumps(dict(s_per_step=(time.perf_counter() - t0) / n)))
+    '''
+    def start(threads):
+        return subprocess.Popen([sys.executable, "-c", child, PROFILE, str(n_dipoles),
+                                 str(threads)], stdout=subprocess.PIPE, text=True)
+    def seconds(proc):
+        text, _ = proc.communicate()
+        return json.loads(text.strip().splitlines()[-1])["s_per_step"]
+    cores = network.choose_threads()
+    plan = network.training_threads(config.get_params(PROFILE, "network")["n_networks"])
+    alone = seconds(start(cores))
+    each = [seconds(p) for p in [start(t) for t in plan[0].values()]]
+    out(cores=cores, alone_s_per_step=alone, side_by_side=len(each),
+        side_by_side_s_per_step=max(each), throughput_gain=len(each) * alone / max(each))
+""")
+
 _PRELUDE = """
 import json, sys
 PROFILE = sys.argv[1]

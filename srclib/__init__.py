@@ -15,7 +15,8 @@ One module per methods section of the paper:
 and, beyond the paper, :mod:`srclib.sweep` (many regions on Dask) and
 :mod:`srclib.own_eeg` (EEG files); :mod:`srclib.config` (profiles),
 :mod:`srclib.check` (input checks), :mod:`srclib.cache` (parameter-keyed,
-atomic caching), :mod:`srclib.viz` (figures), :mod:`srclib.book` (the builder).
+atomic caching), :mod:`srclib.workers` (worker processes that end with the
+build), :mod:`srclib.viz` (figures), :mod:`srclib.book` (the builder).
 """
 
 import os as _os

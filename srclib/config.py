@@ -144,12 +144,12 @@ PROFILES = {"paper": _PAPER, "quick": _QUICK}
 #: Named training configurations: each multiplies the profile's optimiser
 #: steps (``network.n_steps``) and changes nothing else. ``standard`` is sized
 #: so that the paper profile's three trainings fit the book's budget on two
-#: CPU cores; ``long`` is meant for a GPU (about 80 min per training on two
+#: CPU cores; ``long`` is meant for a GPU (65 min for one training on two idle
 #: CPU cores). Four times the steps lowered the held-out median localisation
 #: error of the former configuration (full output layer, batches of 256) from
 #: 22.6 / 19.2 mm to 12.5 / 13.3 mm (cortex / deep, radius >= 20 mm, 10 dB,
-#: on an H200; benchmarks/network_runs.md); on the present standard
-#: configuration the gain of ``long`` is not measured yet. Chosen with
+#: on an H200), and that of the present one from 14.8 / 12.8 mm to
+#: 12.7 / 11.3 mm (on two CPU cores; benchmarks/network_runs.md). Chosen with
 #: ``SRCLIB_TRAINING`` (``make book TRAINING=long``); the network chapter
 #: says which one built the book.
 TRAININGS = {"standard": 1, "long": 4}

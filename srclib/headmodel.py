@@ -24,23 +24,14 @@ All coordinates handled by this module are fsaverage MRI coordinates
 (MNI305 space) in metres unless a name says ``_mm``.
 """
 
-import ctypes
-import ctypes.util
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 import hashlib
-import importlib
 import importlib.metadata
-import json
 import os
 from pathlib import Path
 import platform
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 
 import mne
@@ -51,7 +42,7 @@ from scipy.spatial import cKDTree
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from . import cache, config
+from . import cache, config, workers
 from .check import check_int, check_number, check_option
 
 #: The deep grey-matter structures of the source space (both hemispheres).
@@ -541,85 +532,7 @@ def _forward_to_file(subjects_dir, src_file, grade, conductivity, solver, out_fi
 
 def _start_forward_worker(*args):
     """Run :func:`_forward_to_file` in a fresh Python process (returns the Popen)."""
-    return start_worker("srclib.headmodel._forward_to_file", *args)
-
-
-def start_worker(function, *args):
-    """Run ``function(*args)`` in a fresh Python process that dies with this one.
-
-    The worker ends as soon as this process does, even when this one is
-    killed with SIGKILL (see :func:`die_with_parent`), so that it never goes
-    on writing into a folder nobody will use.
-
-    Parameters
-    ----------
-    function : str
-        Dotted name of a module-level function, e.g.
-        ``"srclib.headmodel._forward_to_file"``.
-    *args
-        JSON-serialisable arguments (paths are passed as text).
-
-    Returns
-    -------
-    worker : subprocess.Popen
-        Text pipes; the last line of its standard output is ``function(*args)``.
-    """
-    code = "import sys; from srclib.headmodel import _worker_main; _worker_main(*sys.argv[1:])"
-    args = json.dumps([str(a) if isinstance(a, Path) else a for a in args])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.Popen(
-        [sys.executable, "-c", code, str(os.getpid()), function, args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
-
-
-def _worker_main(parent_pid, function, args):
-    """Body of a :func:`start_worker` process."""
-    die_with_parent(int(parent_pid))
-    module, _, name = function.rpartition(".")
-    print(getattr(importlib.import_module(module), name)(*json.loads(args)))
-
-
-def die_with_parent(parent_pid):
-    """Make this process end when its parent, ``parent_pid``, ends.
-
-    On Linux the kernel sends SIGKILL to this process when its parent dies
-    (``prctl(PR_SET_PDEATHSIG)``); a parent that already died before that
-    call is caught by checking ``os.getppid()`` right after it. Elsewhere, or
-    when ``prctl`` is unavailable, a daemon thread polls ``os.getppid()``
-    every half second and exits when the process has been re-parented.
-
-    Returns
-    -------
-    how : ``"prctl"`` | ``"watchdog"``
-    """
-    if _set_parent_death_signal():
-        if os.getppid() != parent_pid:
-            os._exit(1)
-        return "prctl"
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-    return "watchdog"
-
-
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
-def _set_parent_death_signal():
-    """Ask Linux to SIGKILL this process when its parent dies; False if not possible."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def _watch_parent(parent_pid, interval=0.5):
-    while os.getppid() == parent_pid:
-        time.sleep(interval)
-    os._exit(1)
+    return workers.start_worker("srclib.headmodel._forward_to_file", *args)
 
 
 def _head_model_params(profile, overrides):
@@ -1144,7 +1057,7 @@ def build_unseen_forwards(profile, head=None, *, variants=UNSEEN_VARIANTS, n_job
 
     Most of a variant's time is its BEM solution, whose computation MNE runs
     mostly on one core. With ``n_jobs`` > 1 each variant is built in a
-    process of its own (:func:`start_worker`, BLAS on one thread), the
+    process of its own (:func:`srclib.workers.start_worker`, BLAS on one thread), the
     variants that bring a new skull conductivity first: the two BEM
     solutions are then computed side by side, and the variants that follow
     read them (:func:`unseen_bem_solution`).
@@ -1182,9 +1095,10 @@ def build_unseen_forwards(profile, head=None, *, variants=UNSEEN_VARIANTS, n_job
                 unseen_forward(profile, variant, head, progress=False)
                 bar.update()
         else:
-            _run_in_workers("srclib.headmodel._unseen_forward_job",
-                            [(profile, variant, head.provenance["key"]) for variant in todo],
-                            n_jobs, bar)
+            workers.run_in_workers("srclib.headmodel._unseen_forward_job",
+                                   [(profile, variant, head.provenance["key"])
+                                    for variant in todo],
+                                   n_jobs, on_done=lambda job: bar.update())
     return todo
 
 
@@ -1197,34 +1111,6 @@ def _unseen_forward_job(profile, variant, head_key):
     with threadpool_limits(1):
         unseen_forward(profile, variant, head, progress=False)
     return variant
-
-
-def _run_in_workers(function, jobs, n_jobs, bar):
-    """Run ``function(*job)`` for every job in :func:`start_worker` processes, n_jobs at a time.
-
-    A job that fails raises, naming it with the end of its error output, and
-    the workers still running are stopped; so they are when this process is
-    interrupted.
-    """
-    workers = []
-
-    def run(job):
-        worker = start_worker(function, *job)
-        workers.append(worker)
-        _, err = worker.communicate()
-        if worker.returncode != 0:
-            raise RuntimeError(f"{function}{tuple(job)} failed:\n{err[-3000:]}")
-
-    pool = ThreadPoolExecutor(n_jobs)
-    try:
-        for future in as_completed([pool.submit(run, job) for job in jobs]):
-            future.result()
-            bar.update()
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
 
 
 def source_adjacency(src, rr, compartment, spacing_mm):

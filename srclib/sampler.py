@@ -358,6 +358,28 @@ def load_training_set(profile="paper", head=None, *, progress=True):
     Y : ndarray, shape (n, N), float32
     meta : dict of ndarray
     """
+    folder = build_training_set(profile, head, progress=progress)
+    X = np.load(folder / "X.npy")
+    Y = sparse.load_npz(folder / "Y.npz").toarray()
+    with np.load(folder / "meta.npz") as f:
+        meta = {k: f[k] for k in f.files}
+    return X, Y, meta
+
+
+def build_training_set(profile="paper", head=None, *, progress=True):
+    """Simulate and store the profile's training set unless it is stored; return its folder.
+
+    Parameters
+    ----------
+    profile : ``"paper"`` | ``"quick"``
+    head : HeadModel | None
+    progress : bool
+
+    Returns
+    -------
+    folder : pathlib.Path
+        ``data/<profile>/training/`` (see :func:`load_training_set`).
+    """
     params = config.get_params(profile, "simulation")
     head = head_for(profile, head, progress=progress)
     folder = config.profile_dir(profile) / "training"
@@ -366,11 +388,7 @@ def load_training_set(profile="paper", head=None, *, progress=True):
         with cache.build_lock(folder):
             if not cache.is_valid(folder, key):  # else built by the process we waited for
                 _build_training_set(head, params, folder, key, progress)
-    X = np.load(folder / "X.npy")
-    Y = sparse.load_npz(folder / "Y.npz").toarray()
-    with np.load(folder / "meta.npz") as f:
-        meta = {k: f[k] for k in f.files}
-    return X, Y, meta
+    return folder
 
 
 def _build_training_set(head, params, folder, key, progress):

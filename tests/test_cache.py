@@ -16,7 +16,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from srclib import cache, config, headmodel, results
+from srclib import cache, config, results, workers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -315,7 +315,7 @@ def test_lock_is_reentrant_in_one_thread(tmp_path):
 
 
 def test_worker_returns_its_result():
-    worker = headmodel.start_worker("math.hypot", 3, 4)
+    worker = workers.start_worker("math.hypot", 3, 4)
     out, err = worker.communicate(timeout=120)
     assert worker.returncode == 0, err
     assert out.strip().splitlines()[-1] == "5.0"
@@ -323,8 +323,8 @@ def test_worker_returns_its_result():
 
 def test_worker_dies_when_its_parent_is_killed():
     # The parent starts a worker that would sleep two minutes, then waits for it.
-    parent = _python("from srclib import headmodel\n"
-                     "w = headmodel.start_worker('time.sleep', 120)\n"
+    parent = _python("from srclib import workers\n"
+                     "w = workers.start_worker('time.sleep', 120)\n"
                      "print(w.pid, flush=True); w.wait()\n")
     worker_pid = int(parent.stdout.readline())
     time.sleep(1.0)
@@ -336,9 +336,9 @@ def test_worker_dies_when_its_parent_is_killed():
 
 def test_without_prctl_a_watchdog_ends_the_orphan():
     child = ("import sys, time\n"
-             "from srclib import headmodel\n"
-             "headmodel._set_parent_death_signal = lambda: False\n"
-             "print(headmodel.die_with_parent(int(sys.argv[1])), flush=True)\n"
+             "from srclib import workers\n"
+             "workers._set_parent_death_signal = lambda: False\n"
+             "print(workers.die_with_parent(int(sys.argv[1])), flush=True)\n"
              "time.sleep(120)\n")
     parent = _python("import os, subprocess, sys\n"
                      f"w = subprocess.Popen([sys.executable, '-c', {child!r}, str(os.getpid())],\n"
@@ -351,6 +351,16 @@ def test_without_prctl_a_watchdog_ends_the_orphan():
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     assert _wait_gone(worker_pid, timeout=30), "the orphan did not notice its parent's death"
+
+
+def test_jobs_run_in_workers_report_as_they_finish_and_a_failure_names_its_job():
+    done, polls = [], []
+    workers.run_in_workers("math.hypot", [(3, 4), (5, 12)], 2, on_done=done.append,
+                           poll=lambda: polls.append(1), poll_every=0.05)
+    assert sorted(done) == [(3, 4), (5, 12)]
+    assert polls  # called while the jobs ran
+    with pytest.raises(RuntimeError, match=r"(?s)math\.sqrt\(-1,\) failed.*math domain error"):
+        workers.run_in_workers("math.sqrt", [(4,), (-1,)], 2)
 
 
 def test_two_processes_never_build_the_same_training_set_twice(head, tmp_path, monkeypatch):

@@ -1,5 +1,7 @@
 """The LSTM (paper II.C): shapes, learning, resumable deterministic training, inference."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -311,3 +313,40 @@ def test_training_configuration(head, monkeypatch):
     monkeypatch.setenv("SRCLIB_TRAINING", "longer")
     with pytest.raises(ValueError, match="SRCLIB_TRAINING must be one of"):
         config.get_params("quick", "network")
+
+
+def test_trainings_are_planned_in_rounds_that_share_the_cores():
+    assert network.training_threads(3, cores=2) == [{0: 1, 1: 1}, {2: 2}]
+    assert network.training_threads(3, cores=16) == [{0: 5, 1: 5, 2: 5}]
+    assert network.training_threads(3, n_jobs=1, cores=2) == [{0: 2}, {1: 2}, {2: 2}]
+    assert network.training_threads(2, n_jobs=4, cores=1) == [{0: 1, 1: 1}]
+    with pytest.raises(ValueError, match="n_jobs must be"):
+        network.training_threads(3, n_jobs=0, cores=2)
+
+
+@pytest.mark.slow
+def test_a_network_trained_in_a_worker_equals_one_trained_here(head, tmp_path, monkeypatch):
+    # The quick profile's two networks trained side by side in worker
+    # processes, then the second again in this process with the thread count
+    # the plan gave it: on one machine the weights are the same.
+    from srclib import sampler
+
+    stored = config.profile_dir("quick") / "headmodel"
+    monkeypatch.setenv("SRCLIB_DATA_DIR", str(tmp_path))
+    config.profile_dir("quick")
+    (tmp_path / "quick" / "headmodel").symlink_to(stored)
+    sampler.build_training_set("quick", head, progress=False)
+    plan = network.training_threads(2, n_jobs=2)
+    network._train_in_workers("quick", head, [0, 1], plan, progress=False)
+    side = [network.load_model("quick", head=head, training=k) for k in (0, 1)]
+    assert [m.card["hardware"]["torch_threads"] for m in side] == [plan[0][0], plan[0][1]]
+    folder = network.model_folder("quick", 1)
+    shutil.rmtree(folder)
+    before = torch.get_num_threads()
+    torch.set_num_threads(plan[0][1])
+    try:
+        here = network.train_model("quick", head, training=1, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    for (k, a), b in zip(side[1].state_dict().items(), here.state_dict().values()):
+        assert torch.equal(a, b), k
