@@ -1057,8 +1057,8 @@ def build_unseen_forwards(profile, head=None, *, variants=UNSEEN_VARIANTS, n_job
 
     Most of a variant's time is its BEM solution, whose computation MNE runs
     mostly on one core. With ``n_jobs`` > 1 each variant is built in a
-    process of its own (:func:`srclib.workers.start_worker`, BLAS on one thread), the
-    variants that bring a new skull conductivity first: the two BEM
+    process of its own (:func:`srclib.workers.start_worker`, BLAS on one
+    thread), the variants that bring a new skull conductivity first: the two BEM
     solutions are then computed side by side, and the variants that follow
     read them (:func:`unseen_bem_solution`).
 
@@ -1104,13 +1104,33 @@ def build_unseen_forwards(profile, head=None, *, variants=UNSEEN_VARIANTS, n_job
 
 def _unseen_forward_job(profile, variant, head_key):
     """One unseen head model, built in a worker process on one BLAS thread."""
-    head = load_head_model(profile, progress=False)
-    if head.provenance["key"] != head_key:
-        raise RuntimeError(f"the stored {profile!r} head model is not the one the unseen "
-                           f"head models were asked for (key {head_key})")
+    head = stored_head_model(profile, head_key, "the unseen head models")
     with threadpool_limits(1):
         unseen_forward(profile, variant, head, progress=False)
     return variant
+
+
+def stored_head_model(profile, head_key, what):
+    """The profile's stored head model, in a worker: the one its parent worked with.
+
+    Parameters
+    ----------
+    profile : ``"paper"`` | ``"quick"``
+    head_key : str
+        The parent's ``head.provenance["key"]``.
+    what : str
+        What the worker builds, for the message.
+
+    Raises
+    ------
+    RuntimeError
+        The stored head model has another key (it was rebuilt meanwhile).
+    """
+    head = load_head_model(profile, progress=False)
+    if head.provenance["key"] != head_key:
+        raise RuntimeError(f"the stored {profile!r} head model is not the one {what} "
+                           f"were asked for (key {head_key})")
+    return head
 
 
 def source_adjacency(src, rr, compartment, spacing_mm):

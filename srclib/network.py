@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from . import cache, config, workers
 from .check import check_int, check_number, check_option
-from .headmodel import N_CHANNELS, channel_names, head_for, load_head_model
+from .headmodel import N_CHANNELS, channel_names, head_for, stored_head_model
 from .sampler import build_training_set, load_training_set, training_set_key
 
 _CACHE_VERSION = 3  # 3: schedule in steps, prior-logit bias, selection on localisation
@@ -308,6 +308,11 @@ def split_train_validation(n, fraction, seed):
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
+def epochs_for(n_windows, batch_size, n_steps):
+    """Epochs a training of ``n_steps`` takes over ``n_windows`` (the last one may be cut)."""
+    return -(-n_steps // -(-n_windows // batch_size))
+
+
 def learning_rate_at(step, n_steps, peak, warmup_steps, schedule="cosine"):
     """The learning rate of optimiser step ``step``: linear warm-up, then cosine decay.
 
@@ -484,7 +489,6 @@ def train(model, X, Y, *, n_steps=1000, batch_size=256, learning_rate=1e-3,
     criterion = "val_loss" if positions is None else "val_mle_mm"
     device = device or device_for_training()
     train_idx, val_idx = split_train_validation(len(X), validation_fraction, seed)
-    steps_per_epoch = -(-len(train_idx) // batch_size)
     warmup = min(int(round(warmup_fraction * n_steps)), n_steps - 1)
     check_option("schedule", schedule, ("cosine", "constant"))
     if prior_bias:
@@ -506,7 +510,7 @@ def train(model, X, Y, *, n_steps=1000, batch_size=256, learning_rate=1e-3,
         state = saved["state"]
         if progress:
             print(f"network: resuming after epoch {state['epoch']}")
-    n_epochs = -(-n_steps // steps_per_epoch)
+    n_epochs = epochs_for(len(train_idx), batch_size, n_steps)
     last = n_epochs if until_epoch is None else min(n_epochs, until_epoch)
     bar = tqdm(range(state["epoch"], last), desc="training", unit="epoch",
                initial=state["epoch"], total=n_epochs, disable=not progress)
@@ -677,7 +681,7 @@ def _train_in_workers(profile, head, todo, plan, progress):
     params = config.get_params(profile, "network")
     n_train = config.get_params(profile, "simulation")["n_train"]
     n_fit = len(split_train_validation(n_train, params["validation_fraction"], 0)[0])
-    epochs = -(-params["n_steps"] // -(-n_fit // params["batch_size"]))
+    epochs = epochs_for(n_fit, params["batch_size"], params["n_steps"])
     finished = set()
     bar = tqdm(total=epochs * len(todo), desc=f"training {len(todo)} networks",
                unit="epoch", disable=not progress)
@@ -700,10 +704,7 @@ def _train_in_workers(profile, head, todo, plan, progress):
 def _train_job(profile, training, n_threads, head_key):
     """One training in a worker process, on ``n_threads`` PyTorch threads."""
     torch.set_num_threads(n_threads)
-    head = load_head_model(profile, progress=False)
-    if head.provenance["key"] != head_key:
-        raise RuntimeError(f"the stored {profile!r} head model is not the one the networks "
-                           f"were asked for (key {head_key})")
+    head = stored_head_model(profile, head_key, "the networks")
     train_model(profile, head, training=training, progress=False)
     return training
 
