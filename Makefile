@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 ## make book [PROFILE=paper|quick] [TRAINING=standard|long]: run every notebook with
-## papermill, then build the HTML (TRAINING=long: four times the optimiser steps, for a GPU)
+## papermill, then build the HTML (TRAINING=long: 4x the optimiser steps on 2.5x the windows, for a GPU)
 book: $(VENV)/.installed
 	$(PY) -m srclib.book --profile $(PROFILE)
 

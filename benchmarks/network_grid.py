@@ -102,6 +102,12 @@ GRIDS = {
         dict(name="long: 25,600 steps, the book's 40,000 windows", **BOOK, out_rank=256,
              batch_size=128, n_steps=25_600),
     ],
+    # The long schedule on more distinct windows (--windows sampler --n-train
+    # 100000): the run that the "long" row's early validation minimum asks for.
+    "long_more": [
+        dict(name="long: 25,600 steps, 100,000 fresh windows", **BOOK, out_rank=256,
+             batch_size=128, n_steps=25_600, n_train=100_000),
+    ],
     "smoke": [
         dict(name="tiny", embed_dim=8, hidden_dim=8, fc_dims=[16, 16, 16], n_steps=4,
              n_train=200),

@@ -175,7 +175,7 @@ benchmark("unseen_forwards", "<= 4 min", fresh_data=True, inputs=("headmodel",))
     out(seconds=seconds, build_s=each)
 """)
 
-benchmark("network_inference", "<= 5 ms per window")("""
+benchmark("network_inference", "<= 2 ms per window")("""
     import time
     import numpy as np
     from srclib import network

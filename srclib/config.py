@@ -141,18 +141,22 @@ _QUICK["network"].update(
 
 PROFILES = {"paper": _PAPER, "quick": _QUICK}
 
-#: Named training configurations: each multiplies the profile's optimiser
-#: steps (``network.n_steps``) and changes nothing else. ``standard`` is sized
-#: so that the paper profile's three trainings fit the book's budget on two
-#: CPU cores; ``long`` is meant for a GPU (65 min for one training on two idle
-#: CPU cores). Four times the steps lowered the held-out median localisation
-#: error of the former configuration (full output layer, batches of 256) from
-#: 22.6 / 19.2 mm to 12.5 / 13.3 mm (cortex / deep, radius >= 20 mm, 10 dB,
-#: on an H200), and that of the present one from 14.8 / 12.8 mm to
-#: 12.7 / 11.3 mm (on two CPU cores; benchmarks/network_runs.md). Chosen with
+#: Named training configurations: how many times the profile's optimiser
+#: steps (``network.n_steps``) and distinct training windows
+#: (``simulation.n_train``) each one uses; nothing else changes. ``standard``
+#: is sized so that the paper profile's three trainings fit the book's budget
+#: on two CPU cores; ``long`` is meant for a GPU. On two CPU cores (one
+#: training of the paper network, held-out windows at 10 dB, radius >= 20 mm,
+#: cortex / deep; benchmarks/network_runs.md) the standard configuration
+#: reached 14.8 / 12.8 mm, four times the steps on the same 40,000 windows
+#: 12.7 / 11.3 mm, and four times the steps on 100,000 windows 11.2 / 10.7 mm
+#: (30 to 65 min of training there, depending on the machine). Chosen with
 #: ``SRCLIB_TRAINING`` (``make book TRAINING=long``); the network chapter
 #: says which one built the book.
-TRAININGS = {"standard": 1, "long": 4}
+TRAININGS = {
+    "standard": {"steps": 1, "windows": 1.0},
+    "long": {"steps": 4, "windows": 2.5},
+}
 
 
 def check_profile(profile):
@@ -177,8 +181,9 @@ def get_params(profile, section):
     Returns
     -------
     params : dict
-        A deep copy, safe to modify. The network's ``n_steps`` is scaled by
-        the training configuration (:func:`training_name`).
+        A deep copy, safe to modify. The network's ``n_steps`` and the
+        simulation's ``n_train`` are scaled by the training configuration
+        (:func:`training_name`, :data:`TRAININGS`).
     """
     check_profile(profile)
     if section not in PROFILES[profile]:
@@ -186,8 +191,11 @@ def get_params(profile, section):
             f"section must be one of {sorted(PROFILES[profile])}, got {section!r}"
         )
     params = deepcopy(PROFILES[profile][section])
+    scale = TRAININGS[training_name()]
     if section == "network":
-        params["n_steps"] *= TRAININGS[training_name()]
+        params["n_steps"] *= scale["steps"]
+    if section == "simulation":
+        params["n_train"] = round(params["n_train"] * scale["windows"])
     return params
 
 
@@ -209,6 +217,17 @@ def training_name():
 
 #: Committed inputs (``regions.yaml``, the paper's tables).
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def training_folder(profile, name):
+    """``data/<profile>/<name>``, suffixed by the training configuration unless standard.
+
+    The training set and the networks of a configuration other than
+    ``standard`` live apart (``training_long/``, ``model_long/`` ...), so
+    that switching between configurations rebuilds nothing already built.
+    """
+    training = training_name()
+    return profile_dir(profile) / (name if training == "standard" else f"{name}_{training}")
 
 
 def data_root():

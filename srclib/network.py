@@ -603,9 +603,8 @@ def model_folder(profile, training=0):
     switching between configurations retrains nothing already trained.
     """
     training = check_int("training", training, 0, n_networks(profile) - 1)
-    name = "model" if config.training_name() == "standard" else f"model_{config.training_name()}"
-    name = name if training == 0 else f"{name}_{training}"
-    return config.profile_dir(profile) / name
+    folder = config.training_folder(profile, "model")
+    return folder if training == 0 else folder.with_name(f"{folder.name}_{training}")
 
 
 def train_models(profile="paper", head=None, *, n_jobs=None, progress=True):

@@ -340,7 +340,9 @@ def _map_single_blas_thread(func, jobs):
 def load_training_set(profile="paper", head=None, *, progress=True):
     """The profile's training set, simulated on first use and cached.
 
-    Stored in ``data/<profile>/training/``: ``X.npy`` (n, 64, 50) float32,
+    Stored in ``data/<profile>/training/`` (``training_long/`` and so on for
+    another training configuration, which may ask for more windows:
+    :data:`srclib.config.TRAININGS`): ``X.npy`` (n, 64, 50) float32,
     ``Y.npz`` (sparse coefficients), ``meta.npz`` (centres, radii, SNRs,
     orientations) and ``provenance.json`` with the parameter hash. A changed
     simulator parameter or head model gives another hash and a new set.
@@ -378,11 +380,12 @@ def build_training_set(profile="paper", head=None, *, progress=True):
     Returns
     -------
     folder : pathlib.Path
-        ``data/<profile>/training/`` (see :func:`load_training_set`).
+        ``data/<profile>/training/``, or that of the training configuration
+        (see :func:`load_training_set`).
     """
     params = config.get_params(profile, "simulation")
     head = head_for(profile, head, progress=progress)
-    folder = config.profile_dir(profile) / "training"
+    folder = config.training_folder(profile, "training")
     key = training_set_key(profile, head)
     if not cache.is_valid(folder, key):
         with cache.build_lock(folder):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from srclib import config, network
+from srclib import config, network, sampler
 
 
 def _data(n=48, n_dipoles=30, seed=0):
@@ -299,15 +299,27 @@ def test_mne_input_is_picked_by_name_and_resampled():
         network.predict(model, raw.copy().drop_channels(["Cz"]))
 
 
+def _without(params, name):
+    return {k: v for k, v in params.items() if k != name}
+
+
 def test_training_configuration(head, monkeypatch):
     standard = config.get_params("quick", "network")
+    standard_sim = config.get_params("quick", "simulation")
     key, folder = network.model_key("quick", head), network.model_folder("quick", 1)
+    data_key = sampler.training_set_key("quick", head)
+    assert config.training_folder("quick", "training").name == "training"
     monkeypatch.setenv("SRCLIB_TRAINING", "long")
-    long = config.get_params("quick", "network")
-    assert long["n_steps"] == config.TRAININGS["long"] * standard["n_steps"]
-    assert {k: v for k, v in long.items() if k != "n_steps"} == {
-        k: v for k, v in standard.items() if k != "n_steps"}
-    assert network.model_key("quick", head) != key  # its own networks, in their own folders
+    long, long_sim = config.get_params("quick", "network"), config.get_params("quick", "simulation")
+    assert long["n_steps"] == config.TRAININGS["long"]["steps"] * standard["n_steps"]
+    assert _without(long, "n_steps") == _without(standard, "n_steps")
+    assert long_sim["n_train"] == round(config.TRAININGS["long"]["windows"]
+                                        * standard_sim["n_train"]) > standard_sim["n_train"]
+    assert _without(long_sim, "n_train") == _without(standard_sim, "n_train")
+    # its own training set and networks, in their own folders
+    assert sampler.training_set_key("quick", head) != data_key
+    assert config.training_folder("quick", "training").name == "training_long"
+    assert network.model_key("quick", head) != key
     assert network.model_folder("quick", 0).name == "model_long"
     assert network.model_folder("quick", 1).name == "model_long_1" != folder.name
     monkeypatch.setenv("SRCLIB_TRAINING", "longer")
