@@ -24,6 +24,7 @@ from .headmodel import N_CHANNELS, head_for
 from .simulation import (_ar_filter_time_major, _stationary_start, add_sensor_noise,
                          ar_coefficients, ar_series, average_reference, check_profile_shape,
                          grow_region)
+from .workers import die_with_parent
 
 _CACHE_VERSION = 2  # 2: one AR filter per dipole (literal_batch)
 
@@ -289,7 +290,10 @@ class _worker_pool:
 
     Workers are forked so that they share the parent's head model without
     pickling it; each is limited to one BLAS thread so that ``n_jobs``
-    processes use ``n_jobs`` cores. The serial path (``n_jobs=1``) runs its
+    processes use ``n_jobs`` cores, and ends with its parent
+    (:func:`srclib.workers.die_with_parent`): a forked worker waiting for
+    jobs would otherwise outlive a parent killed with SIGKILL, since its
+    siblings keep the job queue open. The serial path (``n_jobs=1``) runs its
     jobs on one BLAS thread too: a multi-threaded BLAS splits its sums in
     another order, which changes the last bits, so the same thread count in
     both paths is what makes the result independent of ``n_jobs``.
@@ -310,7 +314,7 @@ class _worker_pool:
             return _map_single_blas_thread
         self.pool = ProcessPoolExecutor(
             self.n_jobs, mp_context=multiprocessing.get_context("fork"),
-            initializer=_single_blas_thread,
+            initializer=_start_worker, initargs=(os.getpid(),),
         )
         return self.pool.map
 
@@ -320,7 +324,9 @@ class _worker_pool:
         return False
 
 
-def _single_blas_thread():
+def _start_worker(parent_pid):
+    """Set up a forked worker: one BLAS thread, and an end with its parent."""
+    die_with_parent(parent_pid)
     threadpool_limits(1)
 
 

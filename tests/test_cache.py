@@ -334,6 +334,24 @@ def test_worker_dies_when_its_parent_is_killed():
     assert _wait_gone(worker_pid, timeout=60), "the worker outlived its killed parent"
 
 
+def test_sampler_workers_end_with_their_killed_parent():
+    # A forked pool worker waits on a job queue that its siblings keep open,
+    # so without a parent-death signal it would wait forever.
+    import psutil
+
+    parent = _python("import math, time\n"
+                     "from srclib import sampler\n"
+                     "with sampler._worker_pool(2) as map_:\n"
+                     "    print(list(map_(math.sqrt, [4.0, 9.0])), flush=True)\n"
+                     "    time.sleep(120)\n")
+    assert parent.stdout.readline().strip() == "[2.0, 3.0]"
+    pids = [p.pid for p in psutil.Process(parent.pid).children()]
+    assert len(pids) == 2 and not any(_gone(pid) for pid in pids)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    assert all(_wait_gone(pid, timeout=60) for pid in pids), "a worker outlived its parent"
+
+
 def test_without_prctl_a_watchdog_ends_the_orphan():
     child = ("import sys, time\n"
              "from srclib import workers\n"
