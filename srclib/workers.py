@@ -12,6 +12,8 @@ The standard library's process pools are not used for this: their workers
 are forked (which is unsafe once PyTorch or a multi-threaded BLAS has started
 threads) or re-import the parent's ``__main__`` (a notebook kernel has none to
 import), and they survive a parent killed with SIGKILL.
+:func:`die_with_parent` also ends the forked workers of the sampler's own
+pool (:mod:`srclib.sampler`), which share the parent's head model.
 """
 
 from concurrent.futures import ThreadPoolExecutor, wait, FIRST_COMPLETED

@@ -337,8 +337,6 @@ def test_worker_dies_when_its_parent_is_killed():
 def test_sampler_workers_end_with_their_killed_parent():
     # A forked pool worker waits on a job queue that its siblings keep open,
     # so without a parent-death signal it would wait forever.
-    import psutil
-
     parent = _python("import math, time\n"
                      "from srclib import sampler\n"
                      "with sampler._worker_pool(2) as map_:\n"

@@ -341,8 +341,6 @@ def test_a_network_trained_in_a_worker_equals_one_trained_here(head, tmp_path, m
     # The quick profile's two networks trained side by side in worker
     # processes, then the second again in this process with the thread count
     # the plan gave it: on one machine the weights are the same.
-    from srclib import sampler
-
     stored = config.profile_dir("quick") / "headmodel"
     monkeypatch.setenv("SRCLIB_DATA_DIR", str(tmp_path))
     config.profile_dir("quick")
