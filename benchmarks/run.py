@@ -192,15 +192,38 @@ benchmark("network_training", "<= 15 min", fresh_data=True, inputs=("headmodel",
     import time
     from srclib import network
     from srclib.headmodel import load_head_model
-    from srclib.sampler import load_training_set
+    from srclib.sampler import build_training_set
     head = load_head_model(PROFILE, progress=False)
-    load_training_set(PROFILE, head, progress=False)
+    build_training_set(PROFILE, head, progress=False)
     t0 = time.perf_counter()
     model = network.train_model(PROFILE, head, progress=False)
     tr = model.card["training"]
     out(seconds=time.perf_counter() - t0, epochs=tr["epochs"], best_epoch=tr["best_epoch"],
         seconds_per_epoch=tr["seconds"] / tr["epochs"], best_val_loss=tr["best_val_loss"],
         device=model.card["hardware"]["device"])
+""")
+
+benchmark("training_memory", "<= 6 GB")("""
+    # A training's memory: the profile's training set loaded as the book's
+    # training loads it (sparse targets, densified per batch), the network,
+    # AdamW's state and one validation pass over the held-out windows. 50
+    # optimiser steps stand for the whole training, whose memory does not
+    # grow with its steps. SRCLIB_TRAINING=long measures the long configuration.
+    import time
+    import torch
+    from srclib import config, network
+    from srclib.headmodel import load_head_model
+    from srclib.sampler import load_training_set
+    head = load_head_model(PROFILE, progress=False)
+    X, Y, _ = load_training_set(PROFILE, head, sparse_targets=True, progress=False)
+    p = config.get_params(PROFILE, "network")
+    torch.manual_seed(p["seed"])
+    model = network.SourceLSTM.from_params(head.n_dipoles, p)
+    t0 = time.perf_counter()
+    network.train(model, X, Y, n_steps=50, batch_size=p["batch_size"],
+                  validation_fraction=p["validation_fraction"], seed=p["seed"],
+                  positions=head.positions, is_cortical=head.is_cortical, progress=False)
+    out(training=config.training_name(), windows=len(X), seconds=time.perf_counter() - t0)
 """)
 
 benchmark("training_contention", "beside a busy process <= 2x alone")("""

@@ -407,3 +407,8 @@ def test_two_processes_never_build_the_same_training_set_twice(head, tmp_path, m
         t.join()
     assert len(builds) == 1 and len(out) == 2
     assert np.array_equal(out[0], out[1])
+    _, dense, _ = sampler.load_training_set("quick", head, progress=False)
+    _, kept_sparse, _ = sampler.load_training_set("quick", head, sparse_targets=True,
+                                                  progress=False)
+    assert kept_sparse.format == "csr" and kept_sparse.dtype == np.float32
+    assert np.array_equal(kept_sparse.toarray(), dense)

@@ -152,6 +152,30 @@ def test_resume_equals_uninterrupted(tmp_path, dropout):
         assert torch.equal(a, b), k
 
 
+def test_sparse_targets_train_the_same_network_as_dense_ones():
+    """Targets kept sparse and densified per batch give the dense training, within float error."""
+    from scipy import sparse
+
+    X, Y = _data(n=40)
+    Y = np.maximum(Y, 0.5 * np.roll(Y, 1, axis=1))  # soft targets: a neighbour at 0.5
+    positions = np.random.default_rng(0).standard_normal((30, 3)) * 0.05
+    kw = dict(n_steps=12, batch_size=8, seed=5, positions=positions,
+              is_cortical=np.arange(30) < 15, progress=False)
+    dense, kept_sparse = _model(seed=3, dropout=0.3), _model(seed=3, dropout=0.3)
+    a = network.train(dense, X, Y, **kw)
+    b = network.train(kept_sparse, X, sparse.csr_matrix(Y), **kw)
+    assert a["best_epoch"] == b["best_epoch"]
+    for ha, hb in zip(a["history"], b["history"]):
+        assert ha["val_mle_mm"] == pytest.approx(hb["val_mle_mm"])
+        assert ha["val_loss"] == pytest.approx(hb["val_loss"], rel=1e-5)
+    for (k, p), q in zip(dense.state_dict().items(), kept_sparse.state_dict().values()):
+        assert torch.allclose(p, q, atol=1e-5), k
+    with pytest.raises(ValueError, match="Y must hold finite coefficients"):
+        network.train(_model(), X, sparse.csr_matrix(Y * 2), n_steps=1, progress=False)
+    with pytest.raises(ValueError, match="Y must have shape"):
+        network.train(_model(), X, sparse.csr_matrix(Y[:, :29]), n_steps=1, progress=False)
+
+
 def test_same_seed_same_weights():
     X, Y = _data(n=20)
     kw = dict(n_steps=8, batch_size=5, seed=4, progress=False)
