@@ -82,7 +82,7 @@ class Page:
     parameters: dict = field(default_factory=dict)
     reads_results: bool = False
     title: str = None  # replaces the notebook's first heading (one template, many pages)
-    products: tuple = ()  # files it writes under data/<profile>/, checked before skipping it
+    products: tuple = ()  # files it writes, "<folder>/<name>" (config.training_folder), checked before skipping it
 
 
 PAGES = [
@@ -121,12 +121,13 @@ def _files_hash(paths):
 
 
 def _results_hash(profile):
-    folder = config.profile_dir(profile) / "results"
+    folder = config.training_folder(profile, "results")
     return _files_hash([folder / f"region_{r}.csv" for r in REGIONS])
 
 
 def _products_hash(page, profile):
-    return _files_hash([config.profile_dir(profile) / p for p in page.products])
+    return _files_hash([config.training_folder(profile, folder) / name
+                        for folder, name in (p.split("/", 1) for p in page.products)])
 
 
 def build_key(page, profile):
@@ -445,7 +446,7 @@ def run_notebook(notebook, parameters, profile, progress=True):
         names = sorted(p.stem for p in NOTEBOOKS.glob("*.md"))
         raise ValueError(f"notebook must be one of {names}, got {notebook!r}")
     parameters = check_parameters(source, dict(parameters, profile=config.check_profile(profile)))
-    out = config.profile_dir(profile) / "runs" / run_name(notebook, parameters)
+    out = config.training_folder(profile, "runs") / run_name(notebook, parameters)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="srclib-run-") as tmp:
         src, executed = Path(tmp) / "input.ipynb", Path(tmp) / "output.ipynb"

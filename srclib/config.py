@@ -222,9 +222,11 @@ REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 def training_folder(profile, name):
     """``data/<profile>/<name>``, suffixed by the training configuration unless standard.
 
-    The training set and the networks of a configuration other than
-    ``standard`` live apart (``training_long/``, ``model_long/`` ...), so
-    that switching between configurations rebuilds nothing already built.
+    The training set, the networks and everything computed with them (region
+    results, the generalisation sweep, the own-EEG page's files, ``make
+    region`` runs) of a configuration other than ``standard`` live apart
+    (``training_long/``, ``model_long/``, ``results_long/`` ...), so that
+    switching between configurations rebuilds nothing already built.
     """
     training = training_name()
     return profile_dir(profile) / (name if training == "standard" else f"{name}_{training}")

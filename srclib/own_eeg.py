@@ -266,8 +266,12 @@ def read_estimate(stem, *, verbose=None):
 
 
 def output_folder(profile):
-    """``data/<profile>/own_eeg/``, where the page writes its files (created if needed)."""
-    folder = config.profile_dir(profile) / "own_eeg"
+    """``data/<profile>/own_eeg/``, where the page writes its files (created if needed).
+
+    ``own_eeg_long/`` and so on for another training configuration
+    (:func:`srclib.config.training_folder`).
+    """
+    folder = config.training_folder(profile, "own_eeg")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

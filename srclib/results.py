@@ -384,7 +384,7 @@ def run_region(profile="paper", region="A", *, head=None, model=None, progress=T
                                      radius_mm=params["radius_mm"],
                                      compartment=params["compartment"])
     model, network = _network_for(profile, head, model, progress)
-    folder = config.profile_dir(profile) / "results"
+    folder = config.training_folder(profile, "results")
     name = result_name(params) + ("" if network["trained"] else f"_model{network['identity'][:12]}")
     key = cache.params_key(dict(params=params, spec=spec, head=head.provenance["key"],
                                 profile_shape=simulation.default_profile_shape(head),
@@ -523,7 +523,7 @@ def load_region(profile, region):
         A file differs from what was written (truncated, edited); the message
         names it and the command that recomputes it.
     """
-    folder = config.profile_dir(profile) / "results"
+    folder = config.training_folder(profile, "results")
     name = _check_stem(region if str(region).startswith("region_") else f"region_{region}")
     meta = cache.read_json(folder / f"{name}.json")
     if meta is None:

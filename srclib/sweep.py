@@ -308,7 +308,7 @@ def run_sweep(tasks, profile, *, scheduler=None, n_workers=2, progress=True):
     context = sweep_context(profile)
     tasks = list({t["task"]: t for t in (dict(t, task=task_id(t, context))
                                           for t in tasks)}.values())
-    folder = config.profile_dir(profile) / "sweep"
+    folder = config.training_folder(profile, "sweep")
     folder.mkdir(parents=True, exist_ok=True)
     cache.remove_stale(folder)
     todo = [t for t in tasks if not (folder / f"{t['task']}.csv").exists()]

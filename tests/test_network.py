@@ -327,7 +327,7 @@ def _without(params, name):
     return {k: v for k, v in params.items() if k != name}
 
 
-def test_training_configuration(head, monkeypatch):
+def test_training_configuration(head, monkeypatch, tmp_path):
     standard = config.get_params("quick", "network")
     standard_sim = config.get_params("quick", "simulation")
     key, folder = network.model_key("quick", head), network.model_folder("quick", 1)
@@ -346,6 +346,13 @@ def test_training_configuration(head, monkeypatch):
     assert network.model_key("quick", head) != key
     assert network.model_folder("quick", 0).name == "model_long"
     assert network.model_folder("quick", 1).name == "model_long_1" != folder.name
+    # and so does everything computed with those networks
+    from srclib import own_eeg, results
+
+    monkeypatch.setenv("SRCLIB_DATA_DIR", str(tmp_path))
+    assert own_eeg.output_folder("quick") == tmp_path / "quick" / "own_eeg_long"
+    with pytest.raises(FileNotFoundError, match="results_long"):
+        results.load_region("quick", "A")
     monkeypatch.setenv("SRCLIB_TRAINING", "longer")
     with pytest.raises(ValueError, match="SRCLIB_TRAINING must be one of"):
         config.get_params("quick", "network")
