@@ -31,18 +31,30 @@ from srclib import cache, network, results, sampler
 from srclib.headmodel import load_head_model
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def long_arguments(argv, description, out):
+    """``--profile`` and ``--out`` (default ``out``) of a run; selects the configuration long."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--profile", default="paper")
-    p.add_argument("--out", default="network_long_regions.jsonl")
+    p.add_argument("--out", default=out)
     args = p.parse_args(argv)
     os.environ["SRCLIB_TRAINING"] = "long"
-    head = load_head_model(args.profile, progress=False)
-    folder = sampler.build_training_set(args.profile, head)
-    model = network.train_model(args.profile, head, training=0)
+    return args
+
+
+def heldout_set(head):
+    """The 2000 fresh windows at 10 dB that every network run is scored on, with their meta."""
     held, _, meta = sampler.training_set(
         head, 2000, np.random.default_rng(network_grid.HELDOUT_SEED),
         snr_range_db=(10.0, 10.0), progress=False, return_meta=True)
+    return held, meta
+
+
+def main(argv=None):
+    args = long_arguments(argv, __doc__.splitlines()[0], "network_long_regions.jsonl")
+    head = load_head_model(args.profile, progress=False)
+    folder = sampler.build_training_set(args.profile, head)
+    model = network.train_model(args.profile, head, training=0)
+    held, meta = heldout_set(head)
     card = {k: v for k, v in model.card["training"].items() if k != "history"}
     card["val_by_epoch"] = [[round(h.get("val_mle_cortex_mm", np.nan), 1),
                              round(h.get("val_mle_subcortical_mm", np.nan), 1)]

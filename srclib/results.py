@@ -744,6 +744,33 @@ def format_intervals(intervals, table):
     return out
 
 
+def recorded_build(path, profile="paper"):
+    """The last build of ``profile`` that ``benchmarks/long_book.py`` recorded in ``path``.
+
+    Parameters
+    ----------
+    path : path-like
+        A JSON-lines file, one recorded build per line.
+    profile : str
+
+    Returns
+    -------
+    record : pandas.Series
+        The line: ``regions`` (each region's intervals, per-training medians
+        and sizes), ``networks`` (each training's card and held-out medians).
+    intervals : dict of pandas.DataFrame
+        Each region's intervals in the form of :func:`bootstrap_intervals`,
+        ready for :func:`interval_verdicts`.
+    """
+    records = pd.read_json(path, lines=True)
+    if not (records["profile"] == profile).any():
+        raise ValueError(f"{path} records no build of profile {profile!r}")
+    record = records[records["profile"] == profile].iloc[-1]
+    intervals = {r: pd.DataFrame(v["intervals"]).set_index(["method", "metric"])
+                 for r, v in record["regions"].items()}
+    return record, intervals
+
+
 def training_medians(per_window, method="LSTM"):
     """Median of every metric for each training of a method (the spread over trainings).
 

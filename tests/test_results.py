@@ -171,6 +171,26 @@ def test_interval_verdicts_on_separated_and_overlapping_intervals():
         results.interval_verdict(separated, "accuracy")
 
 
+def test_a_recorded_build_gives_back_its_intervals_and_verdicts(tmp_path):
+    import json
+
+    def line(profile, lstm):
+        iv = _intervals(lstm=lstm, best=(10.0, 14.0)).reset_index()
+        iv["median"] = (iv["low"] + iv["high"]) / 2
+        return json.dumps(dict(profile=profile, regions={"B": dict(
+            intervals=iv.to_dict("records"))}, networks=[]))
+
+    path = tmp_path / "builds.jsonl"
+    path.write_text("\n".join([line("paper", (15.0, 20.0)), line("quick", (1.0, 2.0)),
+                                line("paper", (5.0, 8.0))]) + "\n")
+    record, intervals = results.recorded_build(path)  # the last line of the profile
+    assert list(intervals) == ["B"] and record["profile"] == "paper"
+    assert intervals["B"].loc[("LSTM", "MLE_mm"), "high"] == 8.0
+    assert results.interval_verdicts(intervals).loc["B", "MLE_mm"] == "wins"
+    with pytest.raises(ValueError, match="records no build of profile 'other'"):
+        results.recorded_build(path, "other")
+
+
 def test_recording_seeds_keep_the_first_and_never_repeat():
     seeds = results.recording_seeds(123, 10)
     assert seeds[0] == 123 and len(set(seeds)) == 10
