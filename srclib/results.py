@@ -30,7 +30,9 @@ is recomputed by :func:`run_region` and refused by :func:`load_region`.
 
 Results are keyed by the network that produced them: a network passed to
 :func:`run_region` that is not the profile's trained one (other weights)
-writes files tagged ``_model<hash>``, and never those the book shows.
+writes files tagged ``_model<hash>``, and never those the book shows. The
+networks of another training configuration write to ``results_long/`` and
+so on instead of ``results/`` (:func:`srclib.config.training_folder`).
 """
 
 import hashlib
