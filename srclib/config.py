@@ -150,9 +150,12 @@ PROFILES = {"paper": _PAPER, "quick": _QUICK}
 #: cortex / deep; benchmarks/network_runs.md) the standard configuration
 #: reached 14.8 / 12.8 mm, four times the steps on the same 40,000 windows
 #: 12.7 / 11.3 mm, and four times the steps on 100,000 windows 11.2 / 10.7 mm
-#: (30 to 65 min of training there, depending on the machine). Chosen with
-#: ``SRCLIB_TRAINING`` (``make book TRAINING=long``); the network chapter
-#: says which one built the book.
+#: (30 to 65 min of training there, depending on the machine). A whole book
+#: with ``long`` (three networks) won regions B, C and D on localisation error
+#: with separated intervals, where the standard networks lose D to sLORETA
+#: (benchmarks/long_book_cpu.jsonl). Chosen with ``SRCLIB_TRAINING``
+#: (``make book TRAINING=long``); the network chapter says which one built
+#: the book.
 TRAININGS = {
     "standard": {"steps": 1, "windows": 1.0},
     "long": {"steps": 4, "windows": 2.5},
