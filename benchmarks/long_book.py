@@ -56,7 +56,7 @@ def main(argv=None):
     head = load_head_model(args.profile, progress=False)
     report = dict(profile=args.profile, date=datetime.date.today().isoformat(),
                   regions={r: region_record(args.profile, r) for r in regions.REGIONS})
-    held, meta = long_regions.heldout_set(head)
+    held, meta = network_grid.heldout_set(head)
     report["networks"] = [network_record(m, held, meta, head.positions)
                           for m in network.load_models(args.profile, head=head, progress=False)]
     for k, net in enumerate(report["networks"]):

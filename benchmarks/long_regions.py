@@ -41,20 +41,12 @@ def long_arguments(argv, description, out):
     return args
 
 
-def heldout_set(head):
-    """The 2000 fresh windows at 10 dB that every network run is scored on, with their meta."""
-    held, _, meta = sampler.training_set(
-        head, 2000, np.random.default_rng(network_grid.HELDOUT_SEED),
-        snr_range_db=(10.0, 10.0), progress=False, return_meta=True)
-    return held, meta
-
-
 def main(argv=None):
     args = long_arguments(argv, __doc__.splitlines()[0], "network_long_regions.jsonl")
     head = load_head_model(args.profile, progress=False)
     folder = sampler.build_training_set(args.profile, head)
     model = network.train_model(args.profile, head, training=0)
-    held, meta = heldout_set(head)
+    held, meta = network_grid.heldout_set(head)
     card = {k: v for k, v in model.card["training"].items() if k != "history"}
     card["val_by_epoch"] = [[round(h.get("val_mle_cortex_mm", np.nan), 1),
                              round(h.get("val_mle_subcortical_mm", np.nan), 1)]

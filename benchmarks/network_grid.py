@@ -159,6 +159,17 @@ def compartment_medians(estimate, meta, positions, prefix=""):
     return out
 
 
+def heldout_set(head, n=2000, **kwargs):
+    """The fresh held-out windows at 10 dB every network run is scored on: (X, meta).
+
+    ``kwargs`` go to :func:`srclib.sampler.training_set` (``profile_shape``, ``n_jobs``).
+    """
+    X, _, meta = sampler.training_set(
+        head, n, np.random.default_rng(HELDOUT_SEED), snr_range_db=(10.0, 10.0),
+        progress=False, return_meta=True, **kwargs)
+    return X, meta
+
+
 class Data:
     """Training and held-out windows per profile shape, simulated once each."""
 
@@ -180,10 +191,8 @@ class Data:
                 train = sampler.training_set(
                     self.head, self.n_train, np.random.default_rng(TRAIN_SEED),
                     profile_shape=shape, n_jobs=self.n_jobs, progress=False)
-            held = sampler.training_set(
-                self.head, self.n_heldout, np.random.default_rng(HELDOUT_SEED),
-                snr_range_db=(10.0, 10.0), profile_shape=shape, n_jobs=self.n_jobs,
-                progress=False, return_meta=True)
+            held = heldout_set(self.head, self.n_heldout, profile_shape=shape,
+                               n_jobs=self.n_jobs)
             self.sets[shape] = train, held
             self.seconds[shape] = round(time.perf_counter() - t0, 1)
         return self.sets[shape]
@@ -192,7 +201,7 @@ class Data:
 def run_one(cfg, data, params, device):
     """Train one configuration; return its report."""
     shape = cfg.get("shape", data.default)
-    (X, Y), (Xh, _, meta) = data.get(shape)
+    (X, Y), (Xh, meta) = data.get(shape)
     if cfg.get("stored"):
         model = network.load_model(data.book or "paper", head=data.head, progress=False)
         trained = model.card["training"]

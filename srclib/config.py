@@ -171,7 +171,7 @@ def check_profile(profile):
     return profile
 
 
-def get_params(profile, section):
+def get_params(profile, section, training=None):
     """Return a copy of one section of a profile's parameters.
 
     Parameters
@@ -180,21 +180,24 @@ def get_params(profile, section):
         ``"paper"`` or ``"quick"``.
     section : str
         ``"headmodel"``, ``"simulation"``, ``"network"`` or ``"generalisation"``.
+    training : str | None
+        A key of :data:`TRAININGS`; None: the one in use (:func:`training_name`).
 
     Returns
     -------
     params : dict
         A deep copy, safe to modify. The network's ``n_steps`` and the
-        simulation's ``n_train`` are scaled by the training configuration
-        (:func:`training_name`, :data:`TRAININGS`).
+        simulation's ``n_train`` are scaled by the training configuration.
     """
     check_profile(profile)
     if section not in PROFILES[profile]:
         raise ValueError(
             f"section must be one of {sorted(PROFILES[profile])}, got {section!r}"
         )
+    if training is not None and training not in TRAININGS:
+        raise ValueError(f"training must be one of {sorted(TRAININGS)}, got {training!r}")
     params = deepcopy(PROFILES[profile][section])
-    scale = TRAININGS[training_name()]
+    scale = TRAININGS[training or training_name()]
     if section == "network":
         params["n_steps"] *= scale["steps"]
     if section == "simulation":

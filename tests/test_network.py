@@ -333,8 +333,12 @@ def test_training_configuration(head, monkeypatch, tmp_path):
     key, folder = network.model_key("quick", head), network.model_folder("quick", 1)
     data_key = sampler.training_set_key("quick", head)
     assert config.training_folder("quick", "training").name == "training"
+    asked = config.get_params("quick", "network", training="long")  # without selecting it
+    with pytest.raises(ValueError, match="training must be one of"):
+        config.get_params("quick", "network", training="longer")
     monkeypatch.setenv("SRCLIB_TRAINING", "long")
     long, long_sim = config.get_params("quick", "network"), config.get_params("quick", "simulation")
+    assert asked == long
     assert long["n_steps"] == config.TRAININGS["long"]["steps"] * standard["n_steps"]
     assert _without(long, "n_steps") == _without(standard, "n_steps")
     assert long_sim["n_train"] == round(config.TRAININGS["long"]["windows"]
