@@ -24,6 +24,7 @@ import pickle
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 
 from srclib import config, network, sampler
@@ -108,6 +109,28 @@ GRIDS = {
         dict(name="long: 25,600 steps, 100,000 fresh windows", **BOOK, out_rank=256,
              batch_size=128, n_steps=25_600, n_train=100_000),
     ],
+    # The optimiser's choices at the standard configuration's steps, on the
+    # book's stored windows (--windows book): the book's three networks as
+    # stored then (learning rate 1e-3, output bias at the prior's logit;
+    # seeds 7, 8, 9), then one choice changed at a time, with the first
+    # network's seed and, for the learning rate, the second's too.
+    "optim": [
+        dict(name="optim: the book's first network (learning rate 1e-3)", stored=True),
+        dict(name="optim: learning rate 2e-3", **BOOK, out_rank=256, batch_size=128,
+             n_steps=6400, learning_rate=2e-3),
+        dict(name="optim: output bias 0", **BOOK, out_rank=256, batch_size=128,
+             n_steps=6400, prior_bias=False),
+        dict(name="optim: learning rate 2e-3, seed 8", **BOOK, out_rank=256, batch_size=128,
+             n_steps=6400, learning_rate=2e-3, seed=8),
+        dict(name="optim: learning rate 2e-3, output bias 0", **BOOK, out_rank=256,
+             batch_size=128, n_steps=6400, learning_rate=2e-3, prior_bias=False),
+        dict(name="optim: learning rate 4e-3", **BOOK, out_rank=256, batch_size=128,
+             n_steps=6400, learning_rate=4e-3),
+        dict(name="optim: the book's second network (learning rate 1e-3)", stored=True,
+             training=1),
+        dict(name="optim: the book's third network (learning rate 1e-3)", stored=True,
+             training=2),
+    ],
     "smoke": [
         dict(name="tiny", embed_dim=8, hidden_dim=8, fc_dims=[16, 16, 16], n_steps=4,
              n_train=200),
@@ -134,6 +157,8 @@ def parse_args(argv=None):
     p.add_argument("--n-jobs", type=int, default=None, help="sampler processes")
     p.add_argument("--head", default=None, help="a pickled HeadModel to use")
     p.add_argument("--out", default="network_grid.jsonl")
+    p.add_argument("--resume", action="store_true",
+                   help="skip the configurations whose name --out already holds")
     return p.parse_args(argv)
 
 
@@ -203,9 +228,15 @@ def run_one(cfg, data, params, device):
     shape = cfg.get("shape", data.default)
     (X, Y), (Xh, meta) = data.get(shape)
     if cfg.get("stored"):
-        model = network.load_model(data.book or "paper", head=data.head, progress=False)
+        model = network.load_model(data.book or "paper", head=data.head,
+                                   training=cfg.get("training", 0), progress=False)
         trained = model.card["training"]
+        kept = trained["history"][trained["best_epoch"] - 1]
         return dict(cfg, **model.architecture, shape=shape, n_parameters=model.n_parameters,
+                    learning_rate=trained["learning_rate"], seed=trained["seed"],
+                    prior_bias=trained.get("prior_bias", True),
+                    val_cortex_mm=round(kept["val_mle_cortex_mm"], 1),
+                    val_deep_mm=round(kept["val_mle_subcortical_mm"], 1),
                     n_train=trained["n_windows"], batch_size=trained["batch_size"],
                     n_steps=trained["n_steps"], steps=trained["steps"],
                     best_epoch=trained["best_epoch"], epochs=trained["epochs"],
@@ -214,16 +245,18 @@ def run_one(cfg, data, params, device):
                     device_name=model.card["hardware"]["device"],
                     **heldout_medians(model, Xh, meta, data.head.positions))
     n = min(cfg.get("n_train", data.n_train), len(X))
-    torch.manual_seed(params["seed"])
+    seed = cfg.get("seed", params["seed"])
+    torch.manual_seed(seed)
     model = network.SourceLSTM(data.head.n_dipoles, cfg["embed_dim"], cfg["hidden_dim"],
                                cfg["fc_dims"], dropout=params["dropout"],
                                out_rank=cfg.get("out_rank"))
     result = network.train(
         model, X[:n], Y[:n], n_steps=cfg["n_steps"],
         batch_size=cfg.get("batch_size", params["batch_size"]),
-        learning_rate=params["learning_rate"], warmup_fraction=params["warmup_fraction"],
+        learning_rate=cfg.get("learning_rate", params["learning_rate"]),
+        warmup_fraction=params["warmup_fraction"],
         weight_decay=params["weight_decay"], validation_fraction=params["validation_fraction"],
-        seed=params["seed"], prior_bias=cfg.get("prior_bias", True),
+        seed=seed, prior_bias=cfg.get("prior_bias", True),
         positions=data.head.positions, is_cortical=data.head.is_cortical, device=device,
         progress=False)
     best = result["history"][result["best_epoch"] - 1]
@@ -232,6 +265,8 @@ def run_one(cfg, data, params, device):
         device_name=(torch.cuda.get_device_name(device) if device.type == "cuda"
                      else "cpu, %d threads" % torch.get_num_threads()),
         n_parameters=model.n_parameters, steps=result["steps"],
+        learning_rate=cfg.get("learning_rate", params["learning_rate"]), seed=seed,
+        prior_bias=cfg.get("prior_bias", True),
         training_s=round(result["seconds"], 1),
         s_per_step=round(result["seconds"] / max(result["steps"], 1), 4),
         best_epoch=result["best_epoch"], epochs=len(result["history"]),
@@ -259,7 +294,13 @@ def main(argv=None):
                 book=args.profile if args.windows == "book" else None)
     device = network.device_for_training()
     per_step = {}  # measured seconds per step, by network size
+    done = set()
+    if args.resume and os.path.exists(args.out):
+        done = set(pd.read_json(args.out, lines=True)["name"])
     for cfg in GRIDS[args.grid]:
+        if cfg["name"] in done:
+            print(f"resume: {cfg['name']!r} is in {args.out}", flush=True)
+            continue
         size = (cfg.get("embed_dim"), cfg.get("hidden_dim"), tuple(cfg.get("fc_dims", ())),
                 cfg.get("batch_size"), cfg.get("out_rank"))
         expected = per_step.get(size, 0.0) * cfg.get("n_steps", 0)
