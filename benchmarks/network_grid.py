@@ -246,6 +246,8 @@ def run_one(cfg, data, params, device):
                     **heldout_medians(model, Xh, meta, data.head.positions))
     n = min(cfg.get("n_train", data.n_train), len(X))
     seed = cfg.get("seed", params["seed"])
+    learning_rate = cfg.get("learning_rate", params["learning_rate"])
+    prior_bias = cfg.get("prior_bias", True)
     torch.manual_seed(seed)
     model = network.SourceLSTM(data.head.n_dipoles, cfg["embed_dim"], cfg["hidden_dim"],
                                cfg["fc_dims"], dropout=params["dropout"],
@@ -253,10 +255,9 @@ def run_one(cfg, data, params, device):
     result = network.train(
         model, X[:n], Y[:n], n_steps=cfg["n_steps"],
         batch_size=cfg.get("batch_size", params["batch_size"]),
-        learning_rate=cfg.get("learning_rate", params["learning_rate"]),
-        warmup_fraction=params["warmup_fraction"],
+        learning_rate=learning_rate, warmup_fraction=params["warmup_fraction"],
         weight_decay=params["weight_decay"], validation_fraction=params["validation_fraction"],
-        seed=seed, prior_bias=cfg.get("prior_bias", True),
+        seed=seed, prior_bias=prior_bias,
         positions=data.head.positions, is_cortical=data.head.is_cortical, device=device,
         progress=False)
     best = result["history"][result["best_epoch"] - 1]
@@ -265,8 +266,7 @@ def run_one(cfg, data, params, device):
         device_name=(torch.cuda.get_device_name(device) if device.type == "cuda"
                      else "cpu, %d threads" % torch.get_num_threads()),
         n_parameters=model.n_parameters, steps=result["steps"],
-        learning_rate=cfg.get("learning_rate", params["learning_rate"]), seed=seed,
-        prior_bias=cfg.get("prior_bias", True),
+        learning_rate=learning_rate, seed=seed, prior_bias=prior_bias,
         training_s=round(result["seconds"], 1),
         s_per_step=round(result["seconds"] / max(result["steps"], 1), 4),
         best_epoch=result["best_epoch"], epochs=len(result["history"]),
