@@ -130,6 +130,20 @@ GRIDS = {
              training=1),
         dict(name="optim: the book's third network (learning rate 1e-3)", stored=True,
              training=2),
+        # Added later: the rate between 2e-3 and 4e-3, and a second seed for
+        # the output bias started at 0 at the rate the book uses.
+        dict(name="optim: learning rate 3e-3", **BOOK, out_rank=256, batch_size=128,
+             n_steps=6400, learning_rate=3e-3),
+        dict(name="optim: learning rate 2e-3, output bias 0, seed 8", **BOOK, out_rank=256,
+             batch_size=128, n_steps=6400, learning_rate=2e-3, prior_bias=False, seed=8),
+    ],
+    # The long configuration at the optimiser's current peak learning rate
+    # (2e-3): its first training (seed 7) on the long training set
+    # (SRCLIB_TRAINING=long, --windows book --n-train 100000), to set beside
+    # the recorded long build at 1e-3 (benchmarks/long_book_cpu.jsonl).
+    "long_optim": [
+        dict(name="long_optim: 25,600 steps, learning rate 2e-3, the long training set",
+             **BOOK, out_rank=256, batch_size=128, n_steps=25_600, learning_rate=2e-3),
     ],
     "smoke": [
         dict(name="tiny", embed_dim=8, hidden_dim=8, fc_dims=[16, 16, 16], n_steps=4,

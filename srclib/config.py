@@ -159,7 +159,8 @@ PROFILES = {"paper": _PAPER, "quick": _QUICK}
 #: times the steps on the same 40,000 windows 12.7 / 11.3 mm, and four times
 #: the steps on 100,000 windows 11.2 / 10.7 mm (30 to 65 min of training
 #: there, depending on the machine); at 2e-3 the standard configuration
-#: reaches 12.4-12.7 / 11.8 mm. A whole book with ``long`` at 1e-3 (three
+#: reaches 12.4-12.7 / 11.8 mm, and one ``long`` training 11.1 / 10.7 mm
+#: (benchmarks/network_long_optim_cpu.jsonl). A whole book with ``long`` at 1e-3 (three
 #: networks) won regions B, C and D on localisation error with separated
 #: intervals (benchmarks/long_book_cpu.jsonl); the standard networks at 2e-3
 #: win A and B and are within the intervals in C and D (at 1e-3 they lost D

@@ -37,6 +37,7 @@ CPU, each in a worker process on its share of the cores.
 import functools
 import json
 import os
+from pathlib import Path
 import platform
 import shutil
 import time
@@ -879,13 +880,35 @@ def load_model(profile="paper", *, head=None, training=0, progress=True):
             f"{config.shown_path(folder)} (loading never trains). "
             f"Build it with {build_commands(profile)}."
         )
+    model = read_model(folder)
+    model.vertices = [s["vertno"] for s in head.src]
+    return model
+
+
+def read_model(folder):
+    """A stored network read from its folder, whatever settings made it.
+
+    :func:`load_model` is the checked way in: it reads a network only if the
+    profile's current settings and training data made it. This reads any
+    folder it wrote (``model.pt`` and ``model_card.json``), for instance a
+    network of an earlier configuration kept to compare against.
+
+    Parameters
+    ----------
+    folder : path-like
+
+    Returns
+    -------
+    model : SourceLSTM
+        In evaluation mode, on the CPU, with ``model.card``.
+    """
+    folder = Path(folder)
     with open(folder / "model_card.json") as fid:
         card = json.load(fid)
     model = SourceLSTM(**card["architecture"])
     model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
     model.eval()
     model.card = card
-    model.vertices = [s["vertno"] for s in head.src]
     return model
 
 

@@ -385,6 +385,11 @@ def test_a_network_trained_in_a_worker_equals_one_trained_here(head, tmp_path, m
     network._train_in_workers("quick", head, [0, 1], plan, progress=False)
     side = [network.load_model("quick", head=head, training=k) for k in (0, 1)]
     assert [m.card["hardware"]["torch_threads"] for m in side] == [plan[0][0], plan[0][1]]
+    # read_model reads the same network from its folder, without the checks.
+    read = network.read_model(network.model_folder("quick", 0))
+    assert read.card == side[0].card and not read.training
+    for (k, a), b in zip(side[0].state_dict().items(), read.state_dict().values()):
+        assert torch.equal(a, b), k
     folder = network.model_folder("quick", 1)
     shutil.rmtree(folder)
     before = torch.get_num_threads()
