@@ -130,12 +130,16 @@ GRIDS = {
              training=1),
         dict(name="optim: the book's third network (learning rate 1e-3)", stored=True,
              training=2),
-        # Added later: the rate between 2e-3 and 4e-3, and a second seed for
-        # the output bias started at 0 at the rate the book uses.
+        # Added later: the rate between 2e-3 and 4e-3, and second and third
+        # seeds for the output bias's two starts at the rate the book uses.
         dict(name="optim: learning rate 3e-3", **BOOK, out_rank=256, batch_size=128,
              n_steps=6400, learning_rate=3e-3),
         dict(name="optim: learning rate 2e-3, output bias 0, seed 8", **BOOK, out_rank=256,
              batch_size=128, n_steps=6400, learning_rate=2e-3, prior_bias=False, seed=8),
+        dict(name="optim: learning rate 2e-3, seed 9", **BOOK, out_rank=256, batch_size=128,
+             n_steps=6400, learning_rate=2e-3, seed=9),
+        dict(name="optim: learning rate 2e-3, output bias 0, seed 9", **BOOK, out_rank=256,
+             batch_size=128, n_steps=6400, learning_rate=2e-3, prior_bias=False, seed=9),
     ],
     # The long configuration at the optimiser's current peak learning rate
     # (2e-3): its first training (seed 7) on the long training set
