@@ -46,10 +46,10 @@ from pathlib import Path
 import time
 
 import numpy as np
-from scipy import sparse
 from tqdm.auto import tqdm
 
-from scan_yardstick import RADII_MM
+from network_grid import centre_errors_mm
+from scan_yardstick import RADII_MM, deep_patterns, glr_orientation_free, regions_at
 from srclib import config, network, sampler, simulation
 from srclib.headmodel import load_head_model
 
@@ -64,41 +64,7 @@ OUT = Path(__file__).with_name("deep_oracle_cpu.jsonl")
 
 def deep_regions(head, radius_mm):
     """Coefficients of every deep dipole's region at one radius: sparse (N, n_deep)."""
-    deep = np.flatnonzero(~head.is_cortical)
-    columns = [sparse.csc_matrix(simulation.grow_region(head, j, radius_mm)[:, None])
-               for j in deep]
-    return sparse.hstack(columns).tocsc()
-
-
-def deep_patterns(head, coefficients, whitener):
-    """Whitened, average-referenced scalp patterns, shape (n_deep, 64, 3), one per axis."""
-    lf = head.leadfield("simulation")  # (64, N, 3)
-    return np.stack([whitener @ simulation.average_reference(
-        np.asarray(coefficients.T @ lf[:, :, k].T).T) for k in range(3)], axis=-1
-    ).transpose(1, 0, 2)
-
-
-def glr_orientation_free(y, basis, block=50):
-    """Largest statistic over orientations, per window and candidate.
-
-    Parameters
-    ----------
-    y : ndarray, shape (n, 64, T)
-        Whitened, average-referenced windows.
-    basis : ndarray, shape (K, 64, 3)
-        An orthonormal basis of each candidate's patterns (QR of
-        :func:`deep_patterns`).
-
-    Returns
-    -------
-    stat : ndarray, shape (n, K)
-    """
-    out = np.empty((len(y), len(basis)))
-    for w0 in range(0, len(y), block):
-        proj = np.einsum("nct,kcj->nktj", y[w0 : w0 + block], basis, optimize=True)
-        gram = np.einsum("nkti,nktj->nkij", proj, proj, optimize=True)
-        out[w0 : w0 + block] = np.linalg.eigvalsh(gram)[..., -1]
-    return out
+    return regions_at(head, np.flatnonzero(~head.is_cortical), radius_mm)
 
 
 def glr_oriented(y, patterns, orientation):
@@ -200,7 +166,7 @@ def errors(estimate, meta, positions):
     and a median moves in steps; the share within the target's 8 mm says
     how far a median is from that target.
     """
-    error = 1000.0 * np.linalg.norm(positions[estimate] - positions[meta["center"]], axis=1)
+    error = centre_errors_mm(estimate, meta, positions)
     return dict(median_mm=round(float(np.median(error)), 1),
                 within_8mm=round(float(np.mean(error <= 8.0)), 3))
 

@@ -35,6 +35,9 @@ HELDOUT_SEED = 424242
 
 BOOK = dict(embed_dim=64, hidden_dim=128, fc_dims=[256, 512, 1024])
 LARGE = dict(embed_dim=128, hidden_dim=256, fc_dims=[512, 1024, 2048])
+#: The book network as two CPU cores train it: the output layer through 256
+#: units, batches of 128 (the profile's standard configuration).
+CPU_BOOK = dict(BOOK, out_rank=256, batch_size=128)
 
 #: Named grids: each configuration is a name and the settings it changes.
 GRIDS = {
@@ -64,35 +67,32 @@ GRIDS = {
     # cheaper steps), trained on the paper profile's own training set
     # (--windows book); the stored network of the book is scored beside them.
     "cpu": [
-        dict(name="book, rank-256 output, batch 128, 6400 steps", **BOOK, out_rank=256,
-             batch_size=128, n_steps=6400),
+        dict(name="book, rank-256 output, batch 128, 6400 steps", **CPU_BOOK, n_steps=6400),
         dict(name="the book's first network, as stored at the time", stored=True),
         dict(name="book, rank-256 output, 1600 steps", **BOOK, out_rank=256, n_steps=1600),
     ],
     # The learning curve in the CPU configuration: the same steps on a tenth
     # and a hundredth of the training set (the first "cpu" row is the full set).
     "curve": [
-        dict(name="book, rank-256 output, batch 128, 6400 steps, 4,000 windows", **BOOK,
-             out_rank=256, batch_size=128, n_steps=6400, n_train=4000),
-        dict(name="book, rank-256 output, batch 128, 6400 steps, 400 windows", **BOOK,
-             out_rank=256, batch_size=128, n_steps=6400, n_train=400),
+        dict(name="book, rank-256 output, batch 128, 6400 steps, 4,000 windows", **CPU_BOOK,
+             n_steps=6400, n_train=4000),
+        dict(name="book, rank-256 output, batch 128, 6400 steps, 400 windows", **CPU_BOOK,
+             n_steps=6400, n_train=400),
     ],
     # The learning curve with the profile the book trains on now (one shape per
     # compartment): the paper profile's first network as stored (the whole
     # training set), then the same 6400 steps on its first tenth and hundredth.
     "curve_now": [
         dict(name="curve: the book's first network, 40,000 windows", stored=True),
-        dict(name="curve: 400 windows", **BOOK, out_rank=256, batch_size=128, n_steps=6400,
+        dict(name="curve: 400 windows", **CPU_BOOK, n_steps=6400,
              n_train=400),
-        dict(name="curve: 4,000 windows", **BOOK, out_rank=256, batch_size=128,
-             n_steps=6400, n_train=4000),
+        dict(name="curve: 4,000 windows", **CPU_BOOK, n_steps=6400, n_train=4000),
     ],
     # One more point of the learning curve, beyond the stored set: 100,000
     # windows fresh from the sampler (--windows sampler, seed 1; not a
     # superset of the book's windows), the same configuration and steps.
     "curve_more": [
-        dict(name="curve: 100,000 windows", **BOOK, out_rank=256, batch_size=128,
-             n_steps=6400, n_train=100_000),
+        dict(name="curve: 100,000 windows", **CPU_BOOK, n_steps=6400, n_train=100_000),
     ],
     # The training configuration `long` (four times the steps, meant for a
     # GPU) on the book's stored windows (--windows book), on two CPU cores,
@@ -100,14 +100,13 @@ GRIDS = {
     # the same windows with the same seed).
     "long": [
         dict(name="steps: the book's first network, 6400 steps", stored=True),
-        dict(name="long: 25,600 steps, the book's 40,000 windows", **BOOK, out_rank=256,
-             batch_size=128, n_steps=25_600),
+        dict(name="long: 25,600 steps, the book's 40,000 windows", **CPU_BOOK, n_steps=25_600),
     ],
     # The long schedule on more distinct windows (--windows sampler --n-train
     # 100000): the run that the "long" row's early validation minimum asks for.
     "long_more": [
-        dict(name="long: 25,600 steps, 100,000 fresh windows", **BOOK, out_rank=256,
-             batch_size=128, n_steps=25_600, n_train=100_000),
+        dict(name="long: 25,600 steps, 100,000 fresh windows", **CPU_BOOK,
+              n_steps=25_600, n_train=100_000),
     ],
     # The optimiser's choices at the standard configuration's steps, on the
     # book's stored windows (--windows book): the book's three networks as
@@ -116,30 +115,26 @@ GRIDS = {
     # network's seed and, for the learning rate, the second's too.
     "optim": [
         dict(name="optim: the book's first network (learning rate 1e-3)", stored=True),
-        dict(name="optim: learning rate 2e-3", **BOOK, out_rank=256, batch_size=128,
-             n_steps=6400, learning_rate=2e-3),
-        dict(name="optim: output bias 0", **BOOK, out_rank=256, batch_size=128,
-             n_steps=6400, prior_bias=False),
-        dict(name="optim: learning rate 2e-3, seed 8", **BOOK, out_rank=256, batch_size=128,
+        dict(name="optim: learning rate 2e-3", **CPU_BOOK, n_steps=6400, learning_rate=2e-3),
+        dict(name="optim: output bias 0", **CPU_BOOK, n_steps=6400, prior_bias=False),
+        dict(name="optim: learning rate 2e-3, seed 8", **CPU_BOOK,
              n_steps=6400, learning_rate=2e-3, seed=8),
-        dict(name="optim: learning rate 2e-3, output bias 0", **BOOK, out_rank=256,
-             batch_size=128, n_steps=6400, learning_rate=2e-3, prior_bias=False),
-        dict(name="optim: learning rate 4e-3", **BOOK, out_rank=256, batch_size=128,
-             n_steps=6400, learning_rate=4e-3),
+        dict(name="optim: learning rate 2e-3, output bias 0", **CPU_BOOK,
+              n_steps=6400, learning_rate=2e-3, prior_bias=False),
+        dict(name="optim: learning rate 4e-3", **CPU_BOOK, n_steps=6400, learning_rate=4e-3),
         dict(name="optim: the book's second network (learning rate 1e-3)", stored=True,
              training=1),
         dict(name="optim: the book's third network (learning rate 1e-3)", stored=True,
              training=2),
         # Added later: the rate between 2e-3 and 4e-3, and second and third
         # seeds for the output bias's two starts at the rate the book uses.
-        dict(name="optim: learning rate 3e-3", **BOOK, out_rank=256, batch_size=128,
-             n_steps=6400, learning_rate=3e-3),
-        dict(name="optim: learning rate 2e-3, output bias 0, seed 8", **BOOK, out_rank=256,
-             batch_size=128, n_steps=6400, learning_rate=2e-3, prior_bias=False, seed=8),
-        dict(name="optim: learning rate 2e-3, seed 9", **BOOK, out_rank=256, batch_size=128,
+        dict(name="optim: learning rate 3e-3", **CPU_BOOK, n_steps=6400, learning_rate=3e-3),
+        dict(name="optim: learning rate 2e-3, output bias 0, seed 8", **CPU_BOOK,
+              n_steps=6400, learning_rate=2e-3, prior_bias=False, seed=8),
+        dict(name="optim: learning rate 2e-3, seed 9", **CPU_BOOK,
              n_steps=6400, learning_rate=2e-3, seed=9),
-        dict(name="optim: learning rate 2e-3, output bias 0, seed 9", **BOOK, out_rank=256,
-             batch_size=128, n_steps=6400, learning_rate=2e-3, prior_bias=False, seed=9),
+        dict(name="optim: learning rate 2e-3, output bias 0, seed 9", **CPU_BOOK,
+              n_steps=6400, learning_rate=2e-3, prior_bias=False, seed=9),
     ],
     # The long configuration at the optimiser's current peak learning rate
     # (2e-3): its first training (seed 7) on the long training set
@@ -147,7 +142,7 @@ GRIDS = {
     # the recorded long build at 1e-3 (benchmarks/long_book_cpu.jsonl).
     "long_optim": [
         dict(name="long_optim: 25,600 steps, learning rate 2e-3, the long training set",
-             **BOOK, out_rank=256, batch_size=128, n_steps=25_600, learning_rate=2e-3),
+             **CPU_BOOK, n_steps=25_600, learning_rate=2e-3),
     ],
     "smoke": [
         dict(name="tiny", embed_dim=8, hidden_dim=8, fc_dims=[16, 16, 16], n_steps=4,
@@ -186,13 +181,18 @@ def heldout_medians(model, X, meta, positions):
     return compartment_medians(peak, meta, positions, prefix="heldout_")
 
 
+def centre_errors_mm(estimate, meta, positions):
+    """Distance (mm) from each estimated centre (dipole index) to the true one."""
+    return 1000.0 * np.linalg.norm(positions[estimate] - positions[meta["center"]], axis=1)
+
+
 def compartment_medians(estimate, meta, positions, prefix=""):
     """Median distance (mm) from estimated to true centres, by compartment and radius.
 
     Keys ``<prefix><cortex|deep>_<r20|all>_mm``: regions of 20 mm or more,
     and all radii.
     """
-    error = 1000.0 * np.linalg.norm(positions[estimate] - positions[meta["center"]], axis=1)
+    error = centre_errors_mm(estimate, meta, positions)
     out = {}
     for name, deep in (("cortex", False), ("deep", True)):
         comp = meta["subcortical"] == deep
@@ -241,6 +241,13 @@ class Data:
         return self.sets[shape]
 
 
+def kept_validation(history, best_epoch):
+    """The validation medians (mm) of the kept epoch: ``val_cortex_mm``, ``val_deep_mm``."""
+    kept = history[best_epoch - 1]
+    return dict(val_cortex_mm=round(kept.get("val_mle_cortex_mm", np.nan), 1),
+                val_deep_mm=round(kept.get("val_mle_subcortical_mm", np.nan), 1))
+
+
 def run_one(cfg, data, params, device):
     """Train one configuration; return its report."""
     shape = cfg.get("shape", data.default)
@@ -249,12 +256,10 @@ def run_one(cfg, data, params, device):
         model = network.load_model(data.book or "paper", head=data.head,
                                    training=cfg.get("training", 0), progress=False)
         trained = model.card["training"]
-        kept = trained["history"][trained["best_epoch"] - 1]
         return dict(cfg, **model.architecture, shape=shape, n_parameters=model.n_parameters,
                     learning_rate=trained["learning_rate"], seed=trained["seed"],
                     prior_bias=trained.get("prior_bias", True),
-                    val_cortex_mm=round(kept["val_mle_cortex_mm"], 1),
-                    val_deep_mm=round(kept["val_mle_subcortical_mm"], 1),
+                    **kept_validation(trained["history"], trained["best_epoch"]),
                     n_train=trained["n_windows"], batch_size=trained["batch_size"],
                     n_steps=trained["n_steps"], steps=trained["steps"],
                     best_epoch=trained["best_epoch"], epochs=trained["epochs"],
@@ -278,7 +283,6 @@ def run_one(cfg, data, params, device):
         seed=seed, prior_bias=prior_bias,
         positions=data.head.positions, is_cortical=data.head.is_cortical, device=device,
         progress=False)
-    best = result["history"][result["best_epoch"] - 1]
     return dict(
         cfg, shape=shape, n_train=n, device=str(device),
         device_name=(torch.cuda.get_device_name(device) if device.type == "cuda"
@@ -288,8 +292,7 @@ def run_one(cfg, data, params, device):
         training_s=round(result["seconds"], 1),
         s_per_step=round(result["seconds"] / max(result["steps"], 1), 4),
         best_epoch=result["best_epoch"], epochs=len(result["history"]),
-        val_cortex_mm=round(best.get("val_mle_cortex_mm", np.nan), 1),
-        val_deep_mm=round(best.get("val_mle_subcortical_mm", np.nan), 1),
+        **kept_validation(result["history"], result["best_epoch"]),
         val_by_epoch=[[round(h.get("val_mle_cortex_mm", np.nan), 1),
                        round(h.get("val_mle_subcortical_mm", np.nan), 1)]
                       for h in result["history"]],

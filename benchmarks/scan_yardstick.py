@@ -43,14 +43,66 @@ RADII_MM = (6.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0)
 OUT = Path(__file__).with_name("scan_yardstick_cpu.jsonl")
 
 
+def regions_at(head, centres, radius_mm):
+    """The regions grown from some centres at one radius: sparse coefficients (N, len(centres))."""
+    columns = [sparse.csc_matrix(simulation.grow_region(head, j, radius_mm)[:, None])
+               for j in tqdm(centres, desc=f"regions of {radius_mm:g} mm", leave=False)]
+    return sparse.hstack(columns).tocsc()
+
+
 def candidate_regions(head, radii_mm=RADII_MM):
     """Every dipole as a centre at every radius: sparse coefficients (N, n_candidates)."""
-    columns, centres = [], []
-    for radius in radii_mm:
-        for j in tqdm(range(head.n_dipoles), desc=f"regions of {radius:g} mm", leave=False):
-            columns.append(sparse.csc_matrix(simulation.grow_region(head, j, radius)[:, None]))
-            centres.append(j)
-    return sparse.hstack(columns).tocsc(), np.array(centres)
+    every = np.arange(head.n_dipoles)
+    coefficients = sparse.hstack([regions_at(head, every, r) for r in radii_mm]).tocsc()
+    return coefficients, np.tile(every, len(radii_mm))
+
+
+def deep_patterns(head, coefficients, whitener):
+    """Whitened, average-referenced scalp patterns of subcortical regions, one per axis.
+
+    Parameters
+    ----------
+    head : HeadModel
+    coefficients : sparse matrix, shape (N, K)
+        The regions' coefficients.
+    whitener : ndarray, shape (64, 64)
+
+    Returns
+    -------
+    patterns : ndarray, shape (K, 64, 3)
+        The scalp pattern of each region with every member pointing along x,
+        y and z; a deep orientation ``o`` gives ``patterns @ o``.
+    """
+    lf = head.leadfield("simulation")  # (64, N, 3)
+    return np.stack([whitener @ simulation.average_reference(
+        np.asarray(coefficients.T @ lf[:, :, k].T).T) for k in range(3)], axis=-1
+    ).transpose(1, 0, 2)
+
+
+def glr_orientation_free(y, basis, block=50):
+    """Largest likelihood-ratio statistic over the deep orientations, per window and candidate.
+
+    Parameters
+    ----------
+    y : ndarray, shape (n, 64, T)
+        Whitened, average-referenced windows.
+    basis : ndarray, shape (K, 64, 3)
+        An orthonormal basis of each candidate's patterns (QR of
+        :func:`deep_patterns`).
+    block : int
+        Windows processed together.
+
+    Returns
+    -------
+    stat : ndarray, shape (n, K)
+        The top eigenvalue of each candidate's 3 x 3 matrix of projected energies.
+    """
+    out = np.empty((len(y), len(basis)))
+    for w0 in range(0, len(y), block):
+        proj = np.einsum("nct,kcj->nktj", y[w0 : w0 + block], basis, optimize=True)
+        gram = np.einsum("nkti,nktj->nkij", proj, proj, optimize=True)
+        out[w0 : w0 + block] = np.linalg.eigvalsh(gram)[..., -1]
+    return out
 
 
 def whitened_patterns(head, coefficients, centres, whitener):
@@ -69,11 +121,8 @@ def whitened_patterns(head, coefficients, centres, whitener):
     cortical = whitener @ simulation.average_reference(
         np.asarray(coefficients[:, ~deep_centre].T @ normal_gains.T).T)
     cortical /= np.linalg.norm(cortical, axis=0, keepdims=True)
-    deep_c = coefficients[:, deep_centre]
-    deep = np.stack([whitener @ simulation.average_reference(
-        np.asarray(deep_c.T @ lf[:, :, k].T).T) for k in range(3)], axis=-1)  # (64, K, 3)
-    deep, _ = np.linalg.qr(np.moveaxis(deep, 1, 0))  # (K, 64, 3), orthonormal columns
-    return cortical, deep
+    deep, _ = np.linalg.qr(deep_patterns(head, coefficients[:, deep_centre], whitener))
+    return cortical, deep  # deep: (K, 64, 3), orthonormal columns
 
 
 def scan(X, cortical, deep, whitener, block=4):
@@ -85,9 +134,7 @@ def scan(X, cortical, deep, whitener, block=4):
         x = whitener @ simulation.average_reference(x)  # (b, 64, T)
         s_ctx = np.einsum("bct,ck->bkt", x, cortical, optimize=True)
         s_ctx = np.einsum("bkt,bkt->bk", s_ctx, s_ctx)
-        y = np.einsum("bct,kcj->bktj", x, deep, optimize=True)
-        gram = np.einsum("bkti,bktj->bkij", y, y)
-        s_deep = np.linalg.eigvalsh(gram)[..., -1]
+        s_deep = glr_orientation_free(x, deep, block=block)
         for name, s in (("cortex", s_ctx), ("deep", s_deep)):
             best[name][w0 : w0 + len(x)] = s.argmax(1)
             stat[name][w0 : w0 + len(x)] = s.max(1)
