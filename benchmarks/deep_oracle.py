@@ -199,7 +199,9 @@ def main(argv=None):
                           name: dict(errors(network.predict(m, X).argmax(1), meta,
                                             head.positions), **{
                               k: m.card["training"][k]
-                              for k in ("learning_rate", "n_steps", "n_windows", "seed")})
+                              for k in ("learning_rate", "n_steps", "n_windows", "seed")},
+                              # absent from the cards of networks trained before it was a setting
+                              prior_bias=m.card["training"].get("prior_bias", True))
                           for name, m in models.items()},
                       seconds=round(time.perf_counter() - t0, 1))
         print(json.dumps(report), flush=True)

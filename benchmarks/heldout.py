@@ -33,7 +33,9 @@ def parse_args(argv=None):
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
     p.add_argument("--warmup-fraction", type=float, default=None)
-    p.add_argument("--no-prior-bias", action="store_true", help="output bias starts at 0")
+    p.add_argument("--prior-bias", choices=["yes", "no"], default=None,
+                   help="start the output bias at the prior's logit (default: the profile's "
+                        "setting, no)")
     p.add_argument("--select", default="localisation", choices=["localisation", "bce"],
                    help="checkpoint selection criterion")
     p.add_argument("--embed-dim", type=int, default=None)
@@ -97,7 +99,8 @@ def main(argv=None):
                          else args.warmup_fraction),
         schedule=args.schedule, weight_decay=params["weight_decay"],
         validation_fraction=params["validation_fraction"], seed=params["seed"],
-        prior_bias=not args.no_prior_bias,
+        prior_bias=(params["prior_bias"] if args.prior_bias is None
+                    else args.prior_bias == "yes"),
         positions=head.positions if localise else None,
         is_cortical=head.is_cortical if localise else None, progress=False,
     )

@@ -270,7 +270,7 @@ def run_one(cfg, data, params, device):
     n = min(cfg.get("n_train", data.n_train), len(X))
     seed = cfg.get("seed", params["seed"])
     learning_rate = cfg.get("learning_rate", params["learning_rate"])
-    prior_bias = cfg.get("prior_bias", True)
+    prior_bias = cfg.get("prior_bias", True)  # the grids were set out with the prior's logit
     torch.manual_seed(seed)
     model = network.SourceLSTM(data.head.n_dipoles, cfg["embed_dim"], cfg["hidden_dim"],
                                cfg["fc_dims"], dropout=params["dropout"],

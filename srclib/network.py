@@ -15,11 +15,12 @@ The network maps one window of EEG (50 samples x 64 channels, 0.2 s at
 Training minimises the binary cross-entropy between the sigmoid outputs and
 the simulator's coefficients c (soft targets), with AdamW (Adam with
 decoupled weight decay) and a learning rate defined per optimiser step
-(linear warm-up, then cosine decay to zero). The output bias starts at the
-logit of each dipole's mean target, and the weights kept are those of the
-epoch with the lowest validation localisation error (mean of the cortical
-and subcortical medians). Each epoch writes a checkpoint, so an interrupted
-training resumes where it stopped.
+(linear warm-up, then cosine decay to zero). The output bias may start at
+the logit of each dipole's mean target (``prior_bias``; the profiles keep
+the layer's default start, which localised better), and the weights kept
+are those of the epoch with the lowest validation localisation error (mean
+of the cortical and subcortical medians). Each epoch writes a checkpoint, so
+an interrupted training resumes where it stopped.
 
 Training is always an explicit step (:func:`train_model`, which ``make book``
 runs through the network page); :func:`load_model` only loads, and raises
@@ -427,6 +428,16 @@ def prior_logit(Y):
     return torch.log(p) - torch.log1p(-p)
 
 
+def output_bias_start(prior_bias=True):
+    """How a training started its output bias, in words, for the book's text.
+
+    ``prior_bias`` is a stored card's setting; cards written before it was
+    a setting lack it, and those trainings started at the prior's logit,
+    hence the default.
+    """
+    return "the prior's logit" if prior_bias else "the layer's default start"
+
+
 def _targets(Y, n_dipoles, n_windows):
     """Validate the training targets; a float32 tensor, or a float32 CSR matrix if sparse."""
     if sparse.issparse(Y):
@@ -796,8 +807,8 @@ def _train_and_save(profile, head, training, params, key, folder, progress):
         learning_rate=params["learning_rate"], warmup_fraction=params["warmup_fraction"],
         weight_decay=params["weight_decay"], patience=params["patience"],
         validation_fraction=params["validation_fraction"], seed=params["seed"],
-        positions=head.positions, is_cortical=head.is_cortical,
-        checkpoint_dir=partial, device=device, progress=progress,
+        prior_bias=params["prior_bias"], positions=head.positions,
+        is_cortical=head.is_cortical, checkpoint_dir=partial, device=device, progress=progress,
     )
     card = dict(
         architecture=model.architecture, n_parameters=model.n_parameters,

@@ -212,7 +212,7 @@ def test_training_follows_the_schedule_step_by_step():
         assert np.isclose(h["lr"], network.learning_rate_at(h["step"] - 1, 13, 2e-3, 3))
 
 
-def test_output_bias_starts_at_the_prior_logit():
+def test_output_bias_starts_at_the_prior_logit_or_is_left_as_it_was():
     X, Y = _data(n=40, n_dipoles=30)
     Y[:, 0] = 0.5
     logit = network.prior_logit(Y)
@@ -225,6 +225,13 @@ def test_output_bias_starts_at_the_prior_logit():
     train_idx, _ = network.split_train_validation(40, 0.1, 0)
     expected = torch.sigmoid(network.prior_logit(Y[train_idx])).numpy()
     assert np.allclose(network.predict(model, X[:3]), expected, atol=1e-4)
+    # Without prior_bias (the profiles' setting) the layer's own start is left.
+    model = _model()
+    start = model.out.bias.detach().clone()
+    network.train(model, X, Y, n_steps=1, learning_rate=1e-12, batch_size=8, prior_bias=False,
+                  progress=False)
+    assert torch.allclose(model.out.bias, start, atol=1e-6)
+    assert not torch.allclose(start, network.prior_logit(Y[train_idx]), atol=0.1)
 
 
 def test_localization_criterion_disagrees_with_bce_on_a_hand_made_case():
