@@ -143,6 +143,9 @@ GRIDS = {
     "long_optim": [
         dict(name="long_optim: 25,600 steps, learning rate 2e-3, the long training set",
              **CPU_BOOK, n_steps=25_600, learning_rate=2e-3),
+        # The output bias at the layer's default start, as the profiles now train.
+        dict(name="long_optim: 25,600 steps, learning rate 2e-3, default output bias",
+             **CPU_BOOK, n_steps=25_600, learning_rate=2e-3, prior_bias=False),
     ],
     "smoke": [
         dict(name="tiny", embed_dim=8, hidden_dim=8, fc_dims=[16, 16, 16], n_steps=4,

@@ -168,7 +168,8 @@ PROFILES = {"paper": _PAPER, "quick": _QUICK}
 #: there, depending on the machine); at 2e-3 the standard configuration
 #: reaches 12.4-12.7 / 11.8 mm (10.5-11.3 / 11.8 mm in the book's build,
 #: with the default output bias), and one ``long`` training 11.1 / 10.7 mm
-#: (benchmarks/network_long_optim_cpu.jsonl). A whole book with ``long`` at 1e-3 (three
+#: (11.4 / 10.7 mm with the default output bias, 30 min on two idle cores;
+#: benchmarks/network_long_optim_cpu.jsonl). A whole book with ``long`` at 1e-3 (three
 #: networks) won regions B, C and D on localisation error with separated
 #: intervals (benchmarks/long_book_cpu.jsonl); the standard networks at 2e-3
 #: win A, B and C and are within the intervals in D (at 1e-3 they lost D
