@@ -49,7 +49,7 @@ from tqdm import tqdm
 
 from . import cache, config, metrics, regions, simulation, solvers
 from .headmodel import head_for
-from .network import load_models, predict, windows_of
+from .network import load_models, output_bias_start, predict, windows_of
 from .check import (check_duration, check_int, check_option, check_radius, check_region_name,
                     check_seed, check_snr)
 
@@ -771,6 +771,31 @@ def recorded_build(path, profile="paper"):
     intervals = {r: pd.DataFrame(v["intervals"]).set_index(["method", "metric"])
                  for r, v in record["regions"].items()}
     return record, intervals
+
+
+def recorded_settings(record):
+    """How a recorded build's networks were trained, in words, for the book's text.
+
+    Parameters
+    ----------
+    record : pandas.Series
+        A line of :func:`recorded_build`.
+
+    Returns
+    -------
+    settings : dict
+        ``learning_rate`` (the peak learning rates, as ``"0.001"``) and
+        ``output_bias`` (:func:`srclib.network.output_bias_start`; cards
+        written before the setting existed started at the prior's logit),
+        each the distinct values joined by ``" / "``.
+    """
+    cards = [n["training"] for n in record["networks"]]
+
+    def joined(values):
+        return " / ".join(sorted(set(values)))
+
+    return dict(learning_rate=joined(f"{t['learning_rate']:g}" for t in cards),
+                output_bias=joined(output_bias_start(t.get("prior_bias", True)) for t in cards))
 
 
 def training_medians(per_window, method="LSTM"):

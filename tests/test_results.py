@@ -177,8 +177,10 @@ def test_a_recorded_build_gives_back_its_intervals_and_verdicts(tmp_path):
     def line(profile, lstm):
         iv = _intervals(lstm=lstm, best=(10.0, 14.0)).reset_index()
         iv["median"] = (iv["low"] + iv["high"]) / 2
+        networks = [dict(training=dict(learning_rate=lr, **bias)) for lr, bias in (
+            (1e-3, {}), (2e-3, dict(prior_bias=False)), (1e-3, dict(prior_bias=True)))]
         return json.dumps(dict(profile=profile, regions={"B": dict(
-            intervals=iv.to_dict("records"))}, networks=[]))
+            intervals=iv.to_dict("records"))}, networks=networks))
 
     path = tmp_path / "builds.jsonl"
     path.write_text("\n".join([line("paper", (15.0, 20.0)), line("quick", (1.0, 2.0)),
@@ -187,6 +189,10 @@ def test_a_recorded_build_gives_back_its_intervals_and_verdicts(tmp_path):
     assert list(intervals) == ["B"] and record["profile"] == "paper"
     assert intervals["B"].loc[("LSTM", "MLE_mm"), "high"] == 8.0
     assert results.interval_verdicts(intervals).loc["B", "MLE_mm"] == "wins"
+    # A card without the setting started at the prior's logit; values are distinct, sorted.
+    assert results.recorded_settings(record) == dict(
+        learning_rate="0.001 / 0.002",
+        output_bias="the layer's default start / the prior's logit")
     with pytest.raises(ValueError, match="records no build of profile 'other'"):
         results.recorded_build(path, "other")
 
